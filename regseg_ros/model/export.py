@@ -1,0 +1,32 @@
+"""Export RegSeg to ONNX with static shapes (what TensorRT consumes)."""
+
+import os
+import warnings
+
+from regseg_ros.errors import RegsegError
+import torch
+from torch import nn
+
+INPUT_NAME = 'image'
+OUTPUT_NAME = 'logits'
+
+
+def export_onnx(model: nn.Module, path: os.PathLike, height: int, width: int,
+                opset: int = 17) -> str:
+    """
+    Write ``model`` as ONNX with static shapes and no sequence ops.
+
+    Input ``image`` (1, 3, H, W) float32 normalised RGB, output ``logits`` (1, C, H, W).
+    """
+    if height < 32 or width < 32:
+        raise RegsegError(f'export size {height}x{width} is too small: use at least 32x32')
+    model = model.eval()
+    param = next(model.parameters())
+    dummy = torch.zeros(1, 3, int(height), int(width), dtype=param.dtype, device=param.device)
+    path = os.fspath(path)
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (dummy,), path, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                          do_constant_folding=True)
+    return path

@@ -1,0 +1,35 @@
+"""ament_python package setup for regseg_ros."""
+
+from glob import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'regseg_ros'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test']),
+    package_data={PACKAGE: ['data/*', 'data/sample/*']},
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        (os.path.join('share', PACKAGE, 'launch'), glob('launch/*.launch.py')),
+        (os.path.join('share', PACKAGE, 'config'), glob('config/*')),
+    ],
+    # Runtime dependencies come from rosdep (package.xml) or requirements.txt: torch is never
+    # resolved by pip here, so a CUDA or Jetson build of it is left alone.
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='regseg_ros maintainers',
+    maintainer_email='maintainers@regseg-ros.dev',
+    description='RegSeg real-time semantic segmentation for ROS 2',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'segmentation_node = regseg_ros.segmentation_node:main',
+        ],
+    },
+)
