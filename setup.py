@@ -26,7 +26,6 @@ setup(
     maintainer_email='maintainers@regseg-ros.dev',
     description='RegSeg real-time semantic segmentation for ROS 2',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'segmentation_node = regseg_ros.segmentation_node:main',

@@ -1,0 +1,67 @@
+"""The interface every inference backend implements."""
+
+import abc
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """What a backend needs to load a RegSeg and run it."""
+
+    model: str = 'exp48_decoder26'
+    num_classes: int = 19
+    weights: str = ''                 # path, https:// URL or released checkpoint name
+    allow_untrained: bool = False     # random weights when ``weights`` is empty (demos, tests)
+    device: str = 'cpu'               # cpu, cuda, cuda:N
+    precision: str = 'fp32'           # fp32, fp16 (fp16 needs CUDA)
+    input_size: Tuple[int, int] = (512, 1024)   # network input (height, width)
+    cache_dir: Optional[str] = None   # downloads and engines
+    options: Dict[str, object] = field(default_factory=dict)  # backend-specific extras
+
+
+@dataclass
+class Prediction:
+    """One frame's result: uint8 class ids, and the top-class probability x 255 if asked."""
+
+    labels: np.ndarray
+    confidence: Optional[np.ndarray] = None
+
+
+class Backend(abc.ABC):
+    """Load, warm up, infer uint8 RGB frames into uint8 labels, close."""
+
+    name = 'base'
+
+    def __init__(self, config: BackendConfig):
+        self.config = config
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Build or load the network; raise RegsegError naming the setting and fix on failure."""
+
+    def warmup(self, iterations: int = 2) -> None:
+        """Run a few frames so the first real frame pays no one-time costs."""
+        h, w = self.config.input_size
+        frame = np.zeros((h, w, 3), np.uint8)
+        for _ in range(iterations):
+            self.infer([frame], [(h, w)], with_confidence=True)
+
+    @abc.abstractmethod
+    def infer(self, images: Sequence[np.ndarray], output_sizes: Sequence[Tuple[int, int]],
+              with_confidence: bool = False) -> List[Prediction]:
+        """Segment (H, W, 3) uint8 RGB frames; labels come back at each ``output_sizes`` entry."""
+
+    def forward_only(self) -> None:
+        """Run the bare network once on a prepared input (for benchmarks)."""
+        raise NotImplementedError
+
+    def describe(self) -> Dict[str, str]:
+        """Backend, device and precision, for logs and diagnostics."""
+        return {'backend': self.name, 'device': self.config.device,
+                'precision': self.config.precision, 'model': self.config.model}
+
+    def close(self) -> None:
+        """Release device memory and handles."""

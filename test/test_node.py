@@ -1,0 +1,316 @@
+"""The segmentation node as a process: real rclpy over loopback DDS, driven with --ros-args."""
+
+import signal
+import time
+
+import cv2
+from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+from rcl_interfaces.srv import GetParameters, SetParameters
+from regseg_ros.labels import CITYSCAPES
+from ros_harness import as_array, make_image, NodeProcess, RosPeer, stamp_of
+from sensor_msgs.msg import CompressedImage, Image
+
+pytestmark = pytest.mark.ros
+
+NS = '/vehicle/front'
+NODE = f'{NS}/regseg'
+OUTPUTS = {'labels': 'mono8', 'drivable_mask': 'mono8', 'color': 'rgb8', 'overlay': 'rgb8',
+           'confidence': 'mono8'}
+PARAMS = """/**:
+  ros__parameters:
+    allow_untrained: true
+    network_height: 128
+    network_width: 256
+    drivable_classes: [road, sidewalk]
+    overlay_alpha: 0.5
+"""
+
+
+def scene(height=240, width=320, seed=0):
+    """Draw a synthetic street: sky, buildings, a road, some cars and noise, RGB uint8."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((height, width, 3), np.uint8)
+    img[:height // 3] = (70, 130, 180)
+    img[height // 3:height // 2] = (90, 90, 90)
+    img[height // 2:] = (128, 64, 128)
+    for _ in range(4):
+        x, y = rng.integers(0, width - 40), rng.integers(height // 2, height - 20)
+        img[y:y + 20, x:x + 40] = rng.integers(0, 255, 3)
+    noise = rng.integers(-20, 20, img.shape)
+    return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope='module')
+def peer():
+    p = RosPeer()
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope='module')
+def node(tmp_path_factory, peer):
+    tmp = tmp_path_factory.mktemp('node')
+    (tmp / 'params.yaml').write_text(PARAMS)
+    proc = NodeProcess(tmp, '--params-file', str(tmp / 'params.yaml'),
+                       '-r', '__ns:=' + NS, '-r', 'image:=/cam_front/image_raw',
+                       '-p', 'use_sim_time:=false')
+    outs = {name: peer.collect(Image, f'{NODE}/{name}') for name in OUTPUTS}
+    diags = peer.collect(DiagnosticArray, '/diagnostics')
+    pub = peer.publisher(Image, '/cam_front/image_raw')
+    peer.spin_until(lambda: pub.get_subscription_count() > 0, 60, 'the node to subscribe')
+    yield proc, pub, outs, diags
+    assert proc.stop() == 0, proc.log()
+
+
+def wait_outputs(peer, pub, outs, msg, names=OUTPUTS):
+    stamp = stamp_of(msg)
+
+    def answered():
+        return all(any(stamp_of(m) == stamp for m in outs[n]) for n in names)
+    peer.publish_until(pub, msg, answered, what=f'outputs for stamp {stamp}')
+    return {n: next(m for m in outs[n] if stamp_of(m) == stamp) for n in names}
+
+
+def call(peer, srv_type, name, request):
+    client = peer.node.create_client(srv_type, name)
+    peer.spin_until(client.service_is_ready, 30, f'service {name}')
+    future = client.call_async(request)
+    peer.spin_until(future.done, 30, f'answer from {name}')
+    peer.node.destroy_client(client)
+    return future.result()
+
+
+def set_param(peer, name, value, kind):
+    field = {ParameterType.PARAMETER_STRING_ARRAY: 'string_array_value',
+             ParameterType.PARAMETER_DOUBLE: 'double_value',
+             ParameterType.PARAMETER_STRING: 'string_value'}[kind]
+    pv = ParameterValue(type=kind, **{field: value})
+    return call(peer, SetParameters, f'{NODE}/set_parameters',
+                SetParameters.Request(parameters=[ParameterMsg(name=name, value=pv)])).results[0]
+
+
+def latest_status(diags):
+    return {kv.key: kv.value for kv in diags[-1].status[0].values}, diags[-1].status[0]
+
+
+def test_outputs_carry_header_size_and_encoding(node, peer):
+    _proc, pub, outs, _diags = node
+    msg = make_image(scene(), 'rgb8', stamp=(1700000000, 123456789), frame_id='cam_front')
+    got = wait_outputs(peer, pub, outs, msg)
+    for name, encoding in OUTPUTS.items():
+        out = got[name]
+        assert out.header.frame_id == 'cam_front'
+        assert stamp_of(out) == (1700000000, 123456789)
+        assert (out.height, out.width, out.encoding) == (240, 320, encoding)
+        assert out.step == 320 * (3 if encoding == 'rgb8' else 1)
+        assert len(out.data) == out.step * out.height
+
+
+def test_mask_colour_and_overlay_follow_the_labels(node, peer):
+    _proc, pub, outs, _diags = node
+    frame = scene(seed=1)
+    got = wait_outputs(peer, pub, outs, make_image(frame, 'rgb8', stamp=(5, 0)))
+    labels = as_array(got['labels'])
+    assert labels.max() < CITYSCAPES.num_classes
+    drivable = np.isin(labels, [0, 1])  # road, sidewalk from the params file
+    assert np.array_equal(as_array(got['drivable_mask']), np.where(drivable, 255, 0))
+    color = as_array(got['color'])
+    assert np.array_equal(color, CITYSCAPES.palette()[labels])
+    expected = 0.5 * frame.astype(float) + 0.5 * color
+    assert np.abs(as_array(got['overlay']).astype(float) - expected).max() <= 1.0
+    conf = as_array(got['confidence'])
+    assert conf.min() >= 255 // CITYSCAPES.num_classes - 1  # top probability >= 1/19
+
+
+def test_encodings_decode_to_the_same_labels(node, peer):
+    _proc, pub, outs, _diags = node
+    frame = scene(seed=2)
+    ref = as_array(wait_outputs(peer, pub, outs, make_image(frame, 'rgb8', (10, 0)),
+                                ['labels'])['labels'])
+    variants = {
+        'bgr8': frame[..., ::-1],
+        'rgba8': np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)]),
+        'bgra8': np.dstack([frame[..., ::-1], np.zeros(frame.shape[:2], np.uint8)]),
+        'rgb16': frame.astype(np.uint16) * 257,
+    }
+    for i, (encoding, array) in enumerate(variants.items()):
+        got = wait_outputs(peer, pub, outs, make_image(array, encoding, (11 + i, 0)), ['labels'])
+        assert np.array_equal(as_array(got['labels']), ref), encoding
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    got = wait_outputs(peer, pub, outs, make_image(gray, 'mono8', (20, 0)), ['labels'])
+    assert as_array(got['labels']).shape == gray.shape
+
+
+def test_malformed_frames_are_rejected_and_counted_good_ones_still_served(node, peer):
+    _proc, pub, outs, diags = node
+    good = make_image(scene(seed=3), 'rgb8', (30, 0))
+    truncated = make_image(scene(seed=3), 'rgb8', (31, 0))
+    truncated.data = truncated.data[:-100]
+    odd = make_image(scene(seed=3), 'rgb8', (32, 0))
+    odd.encoding = '32FC1'
+    short_step = make_image(scene(seed=3), 'rgb8', (33, 0))
+    short_step.step = 100
+    empty = make_image(scene(seed=3), 'rgb8', (34, 0))
+    empty.height = empty.width = 0
+    empty.data = b''
+    before = len(diags)
+    for bad in (truncated, odd, short_step, empty):
+        pub.publish(bad)
+        time.sleep(0.3)  # one at a time, so none is dropped as stale
+    wait_outputs(peer, pub, outs, good)
+    peer.spin_until(lambda: len(diags) > before + 1 and
+                    int(latest_status(diags)[0]['frames_rejected']) >= 4, 10, 'diagnostics')
+    values, status = latest_status(diags)
+    assert int(values['frames_rejected']) >= 4
+    assert status.level == status.WARN
+    for n in OUTPUTS:
+        assert not any(stamp_of(m) in {(31, 0), (32, 0), (33, 0), (34, 0)} for m in outs[n])
+
+
+def test_diagnostics_report_rates_latency_and_backend(node, peer):
+    _proc, pub, outs, diags = node
+    wait_outputs(peer, pub, outs, make_image(scene(), 'rgb8', (40, 0)))
+    peer.spin_until(lambda: diags and float(latest_status(diags)[0]['latency_ms_p50']) > 0,
+                    10, 'diagnostics with latency')
+    values, status = latest_status(diags)
+    assert status.name == f'{NODE}: segmentation'
+    assert status.hardware_id == 'torch/cpu'
+    assert values['backend'] == 'torch' and values['precision'] == 'fp32'
+    for key in ('input_rate_hz', 'output_rate_hz', 'latency_ms_p95', 'inference_ms_mean',
+                'frames_dropped', 'frames_rejected', 'frames_processed'):
+        assert key in values
+    assert float(values['inference_ms_mean']) > 0
+
+
+def test_runtime_parameter_changes_take_effect(node, peer):
+    _proc, pub, outs, _diags = node
+    result = set_param(peer, 'drivable_classes', list(CITYSCAPES.classes),
+                       ParameterType.PARAMETER_STRING_ARRAY)
+    assert result.successful, result.reason
+    got = wait_outputs(peer, pub, outs, make_image(scene(), 'rgb8', (50, 0)), ['drivable_mask'])
+    assert (as_array(got['drivable_mask']) == 255).all()
+
+    result = set_param(peer, 'drivable_classes', ['lawn'], ParameterType.PARAMETER_STRING_ARRAY)
+    assert not result.successful
+    assert "'lawn' is not a class of label set 'cityscapes'" in result.reason
+
+    result = set_param(peer, 'overlay_alpha', 0.0, ParameterType.PARAMETER_DOUBLE)
+    assert result.successful
+    frame = scene(seed=5)
+    got = wait_outputs(peer, pub, outs, make_image(frame, 'rgb8', (51, 0)), ['overlay'])
+    assert np.array_equal(as_array(got['overlay']), frame)
+
+    result = set_param(peer, 'overlay_alpha', 1.5, ParameterType.PARAMETER_DOUBLE)
+    assert not result.successful
+
+    result = set_param(peer, 'device', 'cuda', ParameterType.PARAMETER_STRING)
+    assert not result.successful and 'read-only' in result.reason
+
+    answer = call(peer, GetParameters, f'{NODE}/get_parameters',
+                  GetParameters.Request(names=['network_width', 'drivable_classes']))
+    assert answer.values[0].integer_value == 256
+    assert list(answer.values[1].string_array_value) == list(CITYSCAPES.classes)
+    set_param(peer, 'drivable_classes', ['road', 'sidewalk'], ParameterType.PARAMETER_STRING_ARRAY)
+    set_param(peer, 'overlay_alpha', 0.5, ParameterType.PARAMETER_DOUBLE)
+
+
+def test_frames_faster_than_inference_are_dropped_not_queued(node, peer):
+    _proc, pub, outs, diags = node
+    first = make_image(scene(), 'rgb8', (60, 0))
+    wait_outputs(peer, pub, outs, first, ['labels'])
+    big = scene(960, 1280, seed=6)  # slower to segment than the burst below takes to send
+    sent = []
+    for i in range(30):
+        msg = make_image(big, 'rgb8', (61, i))
+        pub.publish(msg)
+        sent.append(stamp_of(msg))
+        peer.executor.spin_once(timeout_sec=0.005)
+    last = sent[-1]
+    peer.spin_until(lambda: any(stamp_of(m) == last for m in outs['labels']), 30,
+                    'the newest frame of the burst')
+    served = [stamp_of(m) for m in outs['labels'] if stamp_of(m)[0] == 61]
+    assert len(served) < len(sent) // 2, served
+    assert served == sorted(served)  # newest-first processing never goes back in time
+    peer.spin_until(lambda: int(latest_status(diags)[0]['frames_dropped']) >= len(sent) // 2,
+                    10, 'dropped frames in diagnostics')
+    # no backlog: nothing more arrives once the newest frame has been answered
+    count = len(outs['labels'])
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        peer.executor.spin_once(timeout_sec=0.1)
+    assert len(outs['labels']) == count
+
+
+def test_clean_exit_on_sigterm(tmp_path, peer):
+    proc = NodeProcess(tmp_path, '-p', 'allow_untrained:=true', '-p', 'network_height:=64',
+                       '-p', 'network_width:=128', '-r', '__node:=regseg_term')
+    diags = peer.collect(DiagnosticArray, '/diagnostics')
+    peer.spin_until(lambda: any(d.status[0].name.startswith('/regseg_term') for d in diags), 60,
+                    'the node to come up')
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0, proc.log()
+
+
+@pytest.fixture(scope='module')
+def compressed_node(tmp_path_factory, peer):
+    tmp = tmp_path_factory.mktemp('compressed')
+    (tmp / 'params.yaml').write_text(PARAMS)
+    proc = NodeProcess(tmp, '--params-file', str(tmp / 'params.yaml'),
+                       '-r', '__node:=regseg_c', '-r', 'image:=/cam_c/image_raw',
+                       '-p', 'input_transport:=compressed', '-p', 'input_qos:=reliable')
+    outs = {'labels': peer.collect(Image, '/regseg_c/labels')}
+    pub = peer.publisher(CompressedImage, '/cam_c/image_raw/compressed')
+    peer.spin_until(lambda: pub.get_subscription_count() > 0, 60, 'the node to subscribe')
+    yield proc, pub, outs
+    assert proc.stop() == 0, proc.log()
+
+
+def compressed(array, fmt, stamp):
+    ext = {'jpeg': '.jpg', 'png': '.png'}[fmt]
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(array, cv2.COLOR_RGB2BGR))
+    assert ok
+    msg = CompressedImage(format=fmt, data=buf.tobytes())
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = 'cam_c'
+    return msg
+
+
+def test_compressed_input_jpeg_png_and_corrupt(compressed_node, peer):
+    proc, pub, outs = compressed_node
+    frame = scene(seed=7)
+    for i, fmt in enumerate(('jpeg', 'png')):
+        got = wait_outputs(peer, pub, outs, compressed(frame, fmt, (70 + i, 0)), ['labels'])
+        assert (got['labels'].height, got['labels'].width) == frame.shape[:2]
+        assert got['labels'].header.frame_id == 'cam_c'
+    corrupt = compressed(frame, 'jpeg', (72, 0))
+    corrupt.data = corrupt.data[:200]
+    pub.publish(corrupt)
+    time.sleep(0.5)
+    wait_outputs(peer, pub, outs, compressed(frame, 'jpeg', (73, 0)), ['labels'])
+    assert not any(stamp_of(m) == (72, 0) for m in outs['labels'])
+    assert 'rejected frame' in proc.log() and 'cannot decode compressed image' in proc.log()
+
+
+@pytest.mark.parametrize('args,expected', [
+    ([], 'weights is empty: pass a checkpoint path'),
+    (['-p', 'weights:=/nonexistent/regseg.pth'],
+     "weights file '/nonexistent/regseg.pth' does not exist"),
+    (['-p', 'allow_untrained:=true', '-p', 'device:=cuda'],
+     "device 'cuda' asked for, but CUDA is not available"),
+    (['-p', 'allow_untrained:=true', '-p', 'model:=exp99'],
+     "parameter 'model' is 'exp99': set it to one of ['exp48_decoder26', 'exp53_decoder29']"),
+    (['-p', 'allow_untrained:=true', '-p', 'precision:=fp16'],
+     "precision 'fp16' needs a CUDA device"),
+])
+def test_startup_errors_exit_nonzero_naming_the_fix(tmp_path, args, expected):
+    pytest.importorskip('torch')
+    import torch
+    if 'device:=cuda' in args and torch.cuda.is_available():
+        pytest.skip('CUDA is available here')
+    proc = NodeProcess(tmp_path, *args)
+    assert proc.wait(timeout=60) == 1
+    log = proc.log()
+    assert 'cannot start' in log and expected in log, log
