@@ -29,6 +29,9 @@ setup(
     entry_points={
         'console_scripts': [
             'segmentation_node = regseg_ros.segmentation_node:main',
+            'regseg_demo = regseg_ros.demo:main',
+            'segment_bag = regseg_ros.segment_bag:main',
+            'evaluate = regseg_ros.evaluate:main',
         ],
     },
 )
