@@ -2,9 +2,9 @@
 Play the bundled sample drive through the segmentation node over DDS and save the overlays.
 
 ``regseg_demo`` starts ``segmentation_node`` as its own process (CPU backend by default),
-publishes the sample frames as ``sensor_msgs/Image`` at a camera-like rate, writes the ``~/overlay`` images it
-gets back as PNG files and prints rate and latency. DDS stays on this machine (loopback + shared
-memory) unless the caller's environment already chose otherwise.
+publishes the sample frames as ``sensor_msgs/Image`` at a camera-like rate, writes the
+``~/overlay`` images it gets back as PNG files and prints rate and latency. DDS stays on this
+machine (loopback + shared memory) unless the caller's environment already chose otherwise.
 """
 
 import argparse
