@@ -94,6 +94,7 @@ class NodeSession:
         self.received: Dict[str, Dict[int, object]] = {name: {} for name in outputs}
         self.sent_at: Dict[int, float] = {}
         self.arrived: Dict[int, float] = {}
+        self._messages: Dict[int, object] = {}
         self.latency: Dict[int, float] = {}
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         for name in outputs:
@@ -139,14 +140,16 @@ class NodeSession:
         self.arrived.clear()
 
     def publish(self, rgb: np.ndarray, seq: int) -> None:
-        msg = self.Image()
-        now = time.time()
-        msg.header.stamp.sec = int(now)
+        """Publish one frame; messages are built once per frame array, like a camera driver."""
+        msg = self._messages.get(id(rgb))
+        if msg is None:
+            msg = self._messages[id(rgb)] = self.Image()
+            msg.header.frame_id = 'demo_camera'
+            msg.height, msg.width = rgb.shape[:2]
+            msg.encoding, msg.step = 'rgb8', rgb.shape[1] * 3
+            msg.data = rgb.tobytes()
+        msg.header.stamp.sec = int(time.time())
         msg.header.stamp.nanosec = seq * 1000
-        msg.header.frame_id = 'demo_camera'
-        msg.height, msg.width = rgb.shape[:2]
-        msg.encoding, msg.step = 'rgb8', rgb.shape[1] * 3
-        msg.data = rgb.tobytes()
         self.sent_at[seq] = time.monotonic()
         self.pub.publish(msg)
 

@@ -5,6 +5,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 from regseg_ros.backends.base import Backend, Prediction
+from regseg_ros.backends.postprocess import upsample_argmax
 from regseg_ros.errors import RegsegError
 from regseg_ros.imaging import resize_labels, resize_rgb
 from regseg_ros.model import build_model, load_weights
@@ -102,8 +103,7 @@ class TorchBackend(Backend):
               with_confidence: bool = False) -> List[Prediction]:
         x = self._prepare(images)
         quarter = self.model.forward_quarter(x)
-        logits = F.interpolate(quarter, size=x.shape[-2:], mode='bilinear', align_corners=False)
-        labels = logits.argmax(1).to(torch.uint8)
+        labels = upsample_argmax(quarter, x.shape[-2:])
         conf = None
         if with_confidence:
             # Softmax at 1/4 size: the top probability is smooth, so upsample one channel.
