@@ -10,6 +10,7 @@ import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 from regseg_ros.labels import CITYSCAPES
+from rosgraph_msgs.msg import Clock
 from ros_harness import as_array, make_image, NodeProcess, RosPeer, stamp_of
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -260,7 +261,8 @@ def compressed_node(tmp_path_factory, peer):
     (tmp / 'params.yaml').write_text(PARAMS)
     proc = NodeProcess(tmp, '--params-file', str(tmp / 'params.yaml'),
                        '-r', '__node:=regseg_c', '-r', 'image:=/cam_c/image_raw',
-                       '-p', 'input_transport:=compressed', '-p', 'input_qos:=reliable')
+                       '-p', 'input_transport:=compressed', '-p', 'input_qos:=reliable',
+                       '-p', 'use_sim_time:=true')
     outs = {'labels': peer.collect(Image, '/regseg_c/labels')}
     pub = peer.publisher(CompressedImage, '/cam_c/image_raw/compressed')
     peer.spin_until(lambda: pub.get_subscription_count() > 0, 60, 'the node to subscribe')
@@ -292,6 +294,27 @@ def test_compressed_input_jpeg_png_and_corrupt(compressed_node, peer):
     wait_outputs(peer, pub, outs, compressed(frame, 'jpeg', (73, 0)), ['labels'])
     assert not any(stamp_of(m) == (72, 0) for m in outs['labels'])
     assert 'rejected frame' in proc.log() and 'cannot decode compressed image' in proc.log()
+
+
+def test_sim_time_stamps_diagnostics_with_the_bag_clock(compressed_node, peer):
+    _proc, pub, outs = compressed_node
+    clock_pub = peer.publisher(Clock, '/clock')
+    diags = peer.collect(DiagnosticArray, '/diagnostics')
+
+    def sim_stamped():
+        return any(d.status[0].name.startswith('/regseg_c') and 4000 <= d.header.stamp.sec < 4100
+                   for d in diags)
+    clock = Clock()
+    clock.clock.sec = 4000
+    deadline = time.monotonic() + 30
+    while not sim_stamped() and time.monotonic() < deadline:
+        clock.clock.sec += 1
+        clock_pub.publish(clock)
+        for _ in range(5):
+            peer.executor.spin_once(timeout_sec=0.1)
+    assert sim_stamped(), 'no diagnostics stamped with the simulated clock'
+    got = wait_outputs(peer, pub, outs, compressed(scene(), 'jpeg', (4001, 5)), ['labels'])
+    assert stamp_of(got['labels']) == (4001, 5)
 
 
 @pytest.mark.parametrize('args,expected', [
