@@ -10,8 +10,8 @@ import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 from regseg_ros.labels import CITYSCAPES
-from rosgraph_msgs.msg import Clock
 from ros_harness import as_array, make_image, NodeProcess, RosPeer, stamp_of
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 
 pytestmark = pytest.mark.ros
