@@ -16,6 +16,7 @@ from rcl_interfaces.msg import (
     FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult)
 import rclpy
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
@@ -97,7 +98,18 @@ class SegmentationNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('regseg', **kwargs)
-        self._declare_parameters()
+        try:
+            self._declare_parameters()
+        except ParameterException as exc:
+            raise RegsegError(f'{exc}: fix the value in the params file or the -p override '
+                              '(floating-point parameters need a decimal point, e.g. 15.0)'
+                              ) from None
+        unknown = sorted(name for name in getattr(self, '_parameter_overrides', {})
+                         if name not in self._parameters and not name.startswith('qos_overrides.'))
+        if unknown:
+            self.get_logger().warning(
+                f'ignoring parameters this node does not have: {unknown} (a typo?); it has '
+                f'{sorted(self._parameters)}')
         p = self._params()
         for name, (_default, _doc, choices, _ro) in STRING_PARAMS.items():
             if choices and p[name] not in choices:

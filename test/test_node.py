@@ -245,14 +245,16 @@ def test_frames_faster_than_inference_are_dropped_not_queued(node, peer):
     assert len(outs['labels']) == count
 
 
-def test_clean_exit_on_sigterm(tmp_path, peer):
+def test_clean_exit_on_sigterm_and_unknown_parameters_warned(tmp_path, peer):
     proc = NodeProcess(tmp_path, '-p', 'allow_untrained:=true', '-p', 'network_height:=64',
-                       '-p', 'network_width:=128', '-r', '__node:=regseg_term')
+                       '-p', 'network_width:=128', '-r', '__node:=regseg_term',
+                       '-p', 'netwrok_width:=256')
     diags = peer.collect(DiagnosticArray, '/diagnostics')
     peer.spin_until(lambda: any(d.status[0].name.startswith('/regseg_term') for d in diags), 60,
                     'the node to come up')
     proc.signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0, proc.log()
+    assert "ignoring parameters this node does not have: ['netwrok_width'] (a typo?)" in proc.log()
 
 
 @pytest.fixture(scope='module')
@@ -327,6 +329,10 @@ def test_sim_time_stamps_diagnostics_with_the_bag_clock(compressed_node, peer):
      "parameter 'model' is 'exp99': set it to one of ['exp48_decoder26', 'exp53_decoder29']"),
     (['-p', 'allow_untrained:=true', '-p', 'precision:=fp16'],
      "precision 'fp16' needs a CUDA device"),
+    (['-p', 'allow_untrained:=true', '-p', 'max_rate_hz:=15'],
+     "parameter 'max_rate_hz' to '15' of type 'INTEGER', expecting type 'DOUBLE'"),
+    (['-p', 'allow_untrained:=true', '-p', 'overlay_alpha:=2.0'],
+     'overlay_alpha'),
 ])
 def test_startup_errors_exit_nonzero_naming_the_fix(tmp_path, args, expected):
     pytest.importorskip('torch')

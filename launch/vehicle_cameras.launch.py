@@ -1,0 +1,62 @@
+"""
+Segment every camera of a vehicle: one RegSeg node per enabled camera, each in its namespace.
+
+    ros2 launch regseg_ros vehicle_cameras.launch.py platform:=jetson_orin \
+        weights:=cityscapes_exp48_trainval cameras_file:=/path/to/my_cameras.yaml
+
+The cameras come from cameras_file (default config/vehicle_cameras.yaml: front, left, right,
+rear); a camera with ``enabled: false`` is skipped. All nodes share config/<platform>.yaml and
+params_file; each gets its camera's topic and transport. Outputs: /<namespace>/regseg/labels,
+/<namespace>/regseg/drivable_mask, ...
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from regseg_ros import launch_helpers as helpers
+
+
+def _setup(context, *args, **kwargs):
+    """Read the cameras file and return a regseg node per enabled camera."""
+    values = helpers.launch_values(
+        {name: LaunchConfiguration(name).perform(context)
+         for name, _default, _doc in helpers.VEHICLE_ARGUMENTS},
+        helpers.VEHICLE_ARGUMENTS)
+    config_dir = os.path.join(get_package_share_directory(helpers.PACKAGE), 'config')
+    cameras_file = values['cameras_file'] or os.path.join(config_dir, helpers.CAMERAS_FILE)
+    cameras = helpers.load_cameras(os.path.expanduser(cameras_file))
+    platform_file = helpers.platform_params_file(values['platform'], config_dir)
+    params_file = helpers.check_params_file(values['params_file'])
+    overrides = helpers.node_overrides(
+        weights=values['weights'], backend=values['backend'],
+        use_sim_time=helpers.parse_bool(values['use_sim_time'], 'use_sim_time'),
+        allow_untrained=helpers.parse_bool(values['allow_untrained'], 'allow_untrained'))
+    respawn = helpers.parse_bool(values['respawn'], 'respawn')
+    actions = []
+    for cam in cameras:
+        if not cam.enabled:
+            actions.append(LogInfo(msg=f'regseg: skipping camera {cam.name} (enabled: false '
+                                       f'in {cameras_file})'))
+            continue
+        actions.append(LogInfo(msg=f'regseg: {cam.describe()}'))
+        actions.append(Node(
+            package=helpers.PACKAGE, executable=helpers.EXECUTABLE, name=helpers.NODE_NAME,
+            namespace=cam.namespace,
+            parameters=helpers.node_parameters(
+                platform_file, params_file, dict(overrides, input_transport=cam.transport)),
+            remappings=[('image', cam.topic)], respawn=respawn,
+            respawn_delay=helpers.RESPAWN_DELAY_S, output='screen'))
+    return actions
+
+
+def generate_launch_description():
+    """Declare the arguments (each with its default and description) and the nodes."""
+    return LaunchDescription([
+        DeclareLaunchArgument(name, default_value=default, description=doc,
+                              choices=helpers.ARGUMENT_CHOICES.get(name))
+        for name, default, doc in helpers.VEHICLE_ARGUMENTS
+    ] + [OpaqueFunction(function=_setup)])
