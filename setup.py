@@ -32,6 +32,8 @@ setup(
             'regseg_demo = regseg_ros.demo:main',
             'segment_bag = regseg_ros.segment_bag:main',
             'evaluate = regseg_ros.evaluate:main',
+            'build_engine = regseg_ros.build_engine:main',
+            'benchmark = regseg_ros.benchmark:main',
         ],
     },
 )

@@ -21,7 +21,8 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
-from regseg_ros.backends import BackendConfig, CHOICES as BACKEND_CHOICES, create_backend
+from regseg_ros.backends import (
+    BackendConfig, CHOICES as BACKEND_CHOICES, create_backend, OPTIONS)
 from regseg_ros.errors import RegsegError
 from regseg_ros.imaging import decode_compressed, decode_image
 from regseg_ros.labels import get_label_set, LABEL_SETS
@@ -44,7 +45,8 @@ STRING_PARAMS = {
     'backend': ('torch', 'Inference backend (auto: the fastest available, logged)',
                 BACKEND_CHOICES, True),
     'device': ('cpu', 'cpu, cuda or cuda:N', None, True),
-    'precision': ('fp32', 'fp32, or fp16 on CUDA', ('fp32', 'fp16'), True),
+    'precision': ('fp32', 'fp32; fp16 on CUDA; int8 with TensorRT and int8_calibration_dir',
+                  ('fp32', 'fp16', 'int8'), True),
     'input_transport': ('raw', 'raw: sensor_msgs/Image on `image`; compressed: '
                         'sensor_msgs/CompressedImage on `<image>/compressed`',
                         ('raw', 'compressed'), True),
@@ -56,6 +58,12 @@ STRING_PARAMS = {
                           RESOLUTIONS, False),
     'cache_dir': ('', 'Where downloaded weights and engines are kept (default: '
                   '~/.cache/regseg_ros)', None, True),
+    'engine_path': ('', 'tensorrt: a prebuilt engine (ros2 run regseg_ros build_engine); empty '
+                    'builds and caches one', None, True),
+    'int8_calibration_dir': ('', 'tensorrt, precision int8: a folder of camera images', None,
+                             True),
+    'timing_cache': ('', 'tensorrt: timing cache file (default: one per TensorRT version and '
+                     'GPU in the cache)', None, True),
 }
 
 
@@ -120,7 +128,7 @@ class SegmentationNode(Node):
             model=p['model'], num_classes=label_set.num_classes, weights=p['weights'],
             allow_untrained=p['allow_untrained'], device=p['device'], precision=p['precision'],
             input_size=(p['network_height'], p['network_width']),
-            cache_dir=p['cache_dir'] or None)
+            cache_dir=p['cache_dir'] or None, options=self._backend_options(p))
         if not p['weights'] and p['allow_untrained']:
             self.get_logger().warning(
                 'no weights: running an UNTRAINED RegSeg (allow_untrained is true); its labels '
@@ -188,6 +196,11 @@ class SegmentationNode(Node):
             'Network input width in pixels', True, **_int_range(64, 8192)))
         self.declare_parameter('output_qos_depth', 1, _descriptor(
             'Output queue depth (keep last N)', True, **_int_range(1, 100)))
+        self.declare_parameter('workspace_mb', 0, _descriptor(
+            'tensorrt: builder workspace limit in MiB (0: TensorRT default; set on Jetson)', True,
+            **_int_range(0, 1 << 20)))
+        self.declare_parameter('cuda_graph', False, _descriptor(
+            'torch on CUDA: capture the network in a CUDA graph for the fixed input size', True))
         self.declare_parameter('cpu_threads', 0, _descriptor(
             'Torch CPU threads (0: torch default, one per core)', True, **_int_range(0, 256)))
         self.declare_parameter('max_rate_hz', 0.0, _descriptor(
@@ -199,6 +212,14 @@ class SegmentationNode(Node):
         self.declare_parameter('drivable_classes', list(label_set.default_drivable), _descriptor(
             f'Class names ~/drivable_mask marks 255, e.g. [road] (classes of {label_set.name}: '
             f'{", ".join(label_set.classes)})'))
+
+    @staticmethod
+    def _backend_options(p) -> Dict[str, object]:
+        """Backend options the user set (unset ones are left out, so nothing is logged)."""
+        names = {'tensorrt': ('engine_path', 'int8_calibration_dir', 'timing_cache',
+                              'workspace_mb'),
+                 'torch': ('cuda_graph',)}.get(p['backend'], tuple(OPTIONS))
+        return {name: p[name] for name in names if p[name]}
 
     def _params(self) -> Dict[str, object]:
         return {name: param.value for name, param in self._parameters.items()}

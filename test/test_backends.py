@@ -5,7 +5,7 @@ import pytest
 from regseg_ros import RegsegError
 from regseg_ros.backends import BackendConfig, create_backend
 from regseg_ros.backends.postprocess import upsample_argmax
-from regseg_ros.backends.torch_backend import MEAN, resolve_device, STD
+from regseg_ros.backends.torch_backend import load_regseg, MEAN, resolve_device, STD
 from regseg_ros.imaging import resize_rgb
 from regseg_ros.model import build_model
 from test_model import randomise_bn
@@ -67,10 +67,33 @@ def test_auto_backend_logs_its_choice_on_a_cpu_machine():
 
 
 def test_unknown_backend_and_device_name_the_choices():
-    with pytest.raises(RegsegError, match=r"backend 'onnx' is not one of \['torch', 'auto'\]"):
+    with pytest.raises(RegsegError,
+                       match=r"backend 'onnx' is not one of \['torch', 'tensorrt', 'auto'\]"):
         create_backend('onnx', BackendConfig(allow_untrained=True))
     with pytest.raises(RegsegError, match=r"device 'gpu' is not one of 'cpu', 'cuda', 'cuda:N'"):
         resolve_device('gpu')
+
+
+def test_untrained_weights_are_the_same_in_every_run():
+    config = BackendConfig(allow_untrained=True)
+    state = torch.random.get_rng_state()
+    first, second = load_regseg(config).state_dict(), load_regseg(config).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is untouched
+
+
+def test_cuda_graph_option_is_checked_and_logged_when_it_cannot_apply():
+    messages = []
+    config = BackendConfig(allow_untrained=True, input_size=(64, 128),
+                           options={'cuda_graph': True})
+    backend = create_backend('torch', config, log=messages.append)
+    assert messages == ["option cuda_graph ignored: it needs a CUDA device, not 'cpu'"]
+    assert backend.infer([np.zeros((64, 128, 3), np.uint8)], [(32, 64)])[0].labels.shape == (
+        32, 64)
+    with pytest.raises(RegsegError, match="option cuda_graph is 'yes': set it to true or false"):
+        create_backend('torch', BackendConfig(allow_untrained=True, options={'cuda_graph': 'yes'}))
+    with pytest.raises(RegsegError, match="backend option 'cuda_grph' is unknown"):
+        create_backend('torch', BackendConfig(allow_untrained=True, options={'cuda_grph': True}))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available here')
@@ -94,3 +117,21 @@ def test_cuda_fp16_labels_agree_with_cpu_fp32(tmp_path):
             input_size=(512, 1024)))
         results[device] = backend.infer([frame], [(512, 1024)])[0].labels
     assert (results['cpu'] == results['cuda']).mean() >= 0.995
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_cuda_graph_gives_the_eager_labels():
+    frame = np.random.default_rng(2).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    results = []
+    for graph in (False, True):
+        messages = []
+        backend = create_backend('torch', BackendConfig(
+            allow_untrained=True, device='cuda', precision='fp16', input_size=(256, 512),
+            options={'cuda_graph': graph}), log=messages.append)
+        assert backend.describe()['cuda_graph'] == str(graph).lower(), messages
+        results.append([backend.infer([frame], [(480, 640)])[0].labels for _ in range(2)])
+        backend.forward_only()
+        backend.close()
+    assert (results[0][0] == results[1][0]).mean() >= 0.999
+    assert (results[1][0] == results[1][1]).all()

@@ -365,7 +365,7 @@ def test_segmentation_launch_defaults_and_rviz(monkeypatch):
 @pytest.mark.parametrize('arguments,expected', [
     ({'platform': 'jetson_nano'}, 'launch rejects platform:=jetson_nano'),
     ({'params_file': '/nonexistent/mine.yaml'}, "params_file '/nonexistent/mine.yaml' does not"),
-    ({'backend': 'tensorrt'}, "backend:='tensorrt' is not a backend: use one of"),
+    ({'backend': 'onnx'}, "backend:='onnx' is not a backend: use one of"),
     ({'input_transport': 'theora'}, "input_transport:='theora' is not a transport"),
     ({'use_sim_time': 'maybe'}, "use_sim_time:='maybe' is not a boolean"),
     ({'rviz': 'yes'}, "rviz:='yes' is not a boolean: use true or false"),

@@ -1,10 +1,16 @@
-"""PyTorch backend: CPU (channels_last, folded BatchNorm) and CUDA (plus fp16, cudnn autotune)."""
+"""
+PyTorch backend: CPU (channels_last, folded BatchNorm) and CUDA (fp16, cudnn autotune).
+
+On CUDA, ``options['cuda_graph']`` captures the network for the fixed input shape once and
+replays it per frame, which removes the per-layer launch overhead (most useful on Jetson).
+"""
 
 import re
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from regseg_ros.backends.base import Backend, Prediction
+from regseg_ros.backends import default_log
+from regseg_ros.backends.base import Backend, BackendConfig, Prediction
 from regseg_ros.backends.postprocess import upsample_argmax
 from regseg_ros.errors import RegsegError
 from regseg_ros.imaging import resize_labels, resize_rgb
@@ -40,11 +46,20 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def load_regseg(config) -> torch.nn.Module:
-    """Build the configured RegSeg and load its weights (or refuse to run untrained)."""
-    model = build_model(config.model, config.num_classes)
+    """
+    Build the configured RegSeg and load its weights (or refuse to run untrained).
+
+    Untrained weights are drawn from a fixed seed, so they are the same in every run (and an
+    engine built from them is found in the cache next time).
+    """
     if config.weights:
+        model = build_model(config.model, config.num_classes)
         load_weights(model, config.weights, cache_dir=config.cache_dir)
-    elif not config.allow_untrained:
+    elif config.allow_untrained:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(config.model, config.num_classes)
+    else:
         raise RegsegError(
             'weights is empty: pass a checkpoint path, an https:// URL or a released checkpoint '
             "name (e.g. 'cityscapes_exp48_trainval'); allow_untrained: true runs random "
@@ -52,10 +67,76 @@ def load_regseg(config) -> torch.nn.Module:
     return model
 
 
+def normalisation(device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(scale, shift)`` with ``x * scale - shift`` the normalised input of uint8 RGB."""
+    std = torch.tensor(STD, device=device).reshape(1, 3, 1, 1)
+    scale = (1.0 / (255.0 * std)).to(dtype)
+    shift = (torch.tensor(MEAN, device=device).reshape(1, 3, 1, 1) / std).to(dtype)
+    return scale, shift
+
+
+def prepare_on_gpu(images: Sequence[np.ndarray], size: Tuple[int, int], device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Upload uint8 RGB frames and resize them on the GPU; return (N, 3, H, W) in ``dtype``."""
+    h, w = size
+    parts = []
+    for img in images:
+        t = torch.from_numpy(np.ascontiguousarray(img)).to(device, non_blocking=True)
+        t = t.permute(2, 0, 1).unsqueeze(0).to(dtype)
+        if t.shape[-2:] != (h, w):
+            shrink = t.shape[-2] > h and t.shape[-1] > w
+            t = F.interpolate(t, size=(h, w), mode='bilinear', align_corners=False,
+                              antialias=shrink)
+        parts.append(t)
+    return torch.cat(parts)
+
+
+def predictions_from_quarter(quarter: torch.Tensor, size: Tuple[int, int],
+                             output_sizes: Sequence[Tuple[int, int]],
+                             with_confidence: bool) -> List[Prediction]:
+    """
+    Turn 1/4-resolution logits into uint8 labels (and confidence) at each output size.
+
+    Labels are exact argmax of the bilinearly upsampled logits (sparse on class boundaries);
+    on a GPU everything stays there and only uint8 images are copied back.
+    """
+    on_gpu = quarter.device.type == 'cuda'
+    labels = upsample_argmax(quarter, size)
+    conf = None
+    if with_confidence:
+        # Softmax at 1/4 size: the top probability is smooth, so upsample one channel.
+        top = torch.softmax(quarter.float(), 1).amax(1, keepdim=True)
+        conf = F.interpolate(top, size=tuple(size), mode='bilinear', align_corners=False)
+        conf = (conf[:, 0] * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
+    results = []
+    for i, (oh, ow) in enumerate(output_sizes):
+        if on_gpu:
+            lab = F.interpolate(labels[i:i + 1, None].float(), size=(oh, ow), mode='nearest')
+            lab = lab[0, 0].to(torch.uint8).cpu().numpy()
+            cf = None
+            if conf is not None:
+                cf = F.interpolate(conf[i:i + 1, None].float(), size=(oh, ow),
+                                   mode='bilinear', align_corners=False)
+                cf = cf[0, 0].round().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+        else:
+            lab = resize_labels(labels[i].numpy(), oh, ow)
+            cf = None if conf is None else resize_rgb(conf[i].numpy(), oh, ow)
+        results.append(Prediction(lab, cf))
+    return results
+
+
 class TorchBackend(Backend):
-    """RegSeg in PyTorch eager mode, tuned per device."""
+    """RegSeg in PyTorch eager mode, tuned per device; optionally a CUDA graph on the GPU."""
 
     name = 'torch'
+    options = ('cuda_graph',)
+
+    def __init__(self, config: BackendConfig, log: Optional[Callable[[str], None]] = None):
+        super().__init__(config)
+        self.log = log or default_log()
+        self.device = None
+        self._graph = None
+        self._bench_input = None
 
     def load(self) -> None:
         cfg = self.config
@@ -67,16 +148,43 @@ class TorchBackend(Backend):
             raise RegsegError(
                 "precision 'fp16' needs a CUDA device: set precision to fp32 for device "
                 f'{cfg.device!r}')
+        cuda_graph = cfg.options.get('cuda_graph', False)
+        if not isinstance(cuda_graph, bool):
+            raise RegsegError(f'option cuda_graph is {cuda_graph!r}: set it to true or false')
         self.dtype = PRECISIONS[cfg.precision]
         model = fold_batchnorm(load_regseg(cfg))
         self.model = model.to(self.device, self.dtype, memory_format=torch.channels_last)
-        std = torch.tensor(STD, device=self.device).reshape(1, 3, 1, 1)
-        self.scale = (1.0 / (255.0 * std)).to(self.dtype)
-        self.shift = (torch.tensor(MEAN, device=self.device).reshape(1, 3, 1, 1) / std
-                      ).to(self.dtype)
+        self.scale, self.shift = normalisation(self.device, self.dtype)
         if self.device.type == 'cuda':
             torch.backends.cudnn.benchmark = True
-        self._bench_input = None
+        if cuda_graph and self.device.type != 'cuda':
+            self.log(f'option cuda_graph ignored: it needs a CUDA device, not {cfg.device!r}')
+        elif cuda_graph:
+            self._graph = self._capture_graph()
+
+    @torch.inference_mode()
+    def _capture_graph(self):
+        """Capture ``forward_quarter`` for the fixed input shape; None (logged) on failure."""
+        h, w = self.config.input_size
+        try:
+            static_in = torch.zeros(1, 3, h, w, device=self.device, dtype=self.dtype
+                                    ).contiguous(memory_format=torch.channels_last)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):  # warm-up: cudnn picks its kernels before capture
+                for _ in range(3):
+                    self.model.forward_quarter(static_in)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.model.forward_quarter(static_in)
+            torch.cuda.synchronize(self.device)
+        except Exception as exc:  # capture fails on some ops, drivers and memory limits
+            self.log(f'option cuda_graph: capture failed ({type(exc).__name__}: {exc}); '
+                     'running eager instead')
+            return None
+        self.log(f'option cuda_graph: captured the network for {w}x{h} batch 1')
+        return graph, static_in, static_out
 
     def _prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         h, w = self.config.input_size
@@ -85,54 +193,44 @@ class TorchBackend(Backend):
             batch = np.stack([resize_rgb(img, h, w) for img in images])
             x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.dtype)
         else:
-            parts = []
-            for img in images:
-                t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device, non_blocking=True)
-                t = t.permute(2, 0, 1).unsqueeze(0).to(self.dtype)
-                if t.shape[-2:] != (h, w):
-                    shrink = t.shape[-2] > h and t.shape[-1] > w
-                    t = F.interpolate(t, size=(h, w), mode='bilinear', align_corners=False,
-                                      antialias=shrink)
-                parts.append(t)
-            x = torch.cat(parts)
+            x = prepare_on_gpu(images, (h, w), self.device, self.dtype)
         x = x * self.scale - self.shift
         return x.contiguous(memory_format=torch.channels_last)
+
+    def _forward_quarter(self, x: torch.Tensor) -> torch.Tensor:
+        if self._graph is not None and x.shape[0] == 1:
+            graph, static_in, static_out = self._graph
+            static_in.copy_(x)
+            graph.replay()
+            return static_out  # overwritten by the next replay: used up before infer returns
+        return self.model.forward_quarter(x)
 
     @torch.inference_mode()
     def infer(self, images: Sequence[np.ndarray], output_sizes: Sequence[Tuple[int, int]],
               with_confidence: bool = False) -> List[Prediction]:
         x = self._prepare(images)
-        quarter = self.model.forward_quarter(x)
-        labels = upsample_argmax(quarter, x.shape[-2:])
-        conf = None
-        if with_confidence:
-            # Softmax at 1/4 size: the top probability is smooth, so upsample one channel.
-            top = torch.softmax(quarter.float(), 1).amax(1, keepdim=True)
-            conf = F.interpolate(top, size=x.shape[-2:], mode='bilinear', align_corners=False)
-            conf = (conf[:, 0] * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
-        results = []
-        for i, (oh, ow) in enumerate(output_sizes):
-            if self.device.type == 'cuda':
-                lab = F.interpolate(labels[i:i + 1, None].float(), size=(oh, ow), mode='nearest')
-                lab = lab[0, 0].to(torch.uint8).cpu().numpy()
-                cf = None
-                if conf is not None:
-                    cf = F.interpolate(conf[i:i + 1, None].float(), size=(oh, ow),
-                                       mode='bilinear', align_corners=False)
-                    cf = cf[0, 0].round().clamp_(0, 255).to(torch.uint8).cpu().numpy()
-            else:
-                lab = resize_labels(labels[i].numpy(), oh, ow)
-                cf = None if conf is None else resize_rgb(conf[i].numpy(), oh, ow)
-            results.append(Prediction(lab, cf))
-        return results
+        quarter = self._forward_quarter(x)
+        return predictions_from_quarter(quarter, tuple(x.shape[-2:]), output_sizes,
+                                        with_confidence)
+
+    @property
+    def forward_only_output(self) -> str:
+        """Name what :meth:`forward_only` computes, for benchmark reports."""
+        if self._graph is not None:
+            return '1/4-resolution logits (CUDA graph replay)'
+        return 'full-resolution logits (x4 bilinear upsample included, as in the paper)'
 
     @torch.inference_mode()
     def forward_only(self) -> None:
-        if self._bench_input is None:
-            h, w = self.config.input_size
-            self._bench_input = torch.randn(1, 3, h, w, device=self.device, dtype=self.dtype
-                                            ).contiguous(memory_format=torch.channels_last)
-        self.model(self._bench_input)
+        if self._graph is not None:
+            self._graph[0].replay()
+        else:
+            if self._bench_input is None:
+                h, w = self.config.input_size
+                self._bench_input = torch.randn(1, 3, h, w, device=self.device,
+                                                dtype=self.dtype
+                                                ).contiguous(memory_format=torch.channels_last)
+            self.model(self._bench_input)
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
 
@@ -141,11 +239,13 @@ class TorchBackend(Backend):
         info['torch'] = torch.__version__
         if self.device.type == 'cuda':
             info['gpu'] = torch.cuda.get_device_name(self.device)
+            info['cuda_graph'] = str(self._graph is not None).lower()
         else:
             info['threads'] = str(torch.get_num_threads())
         return info
 
     def close(self) -> None:
         self.model = None
+        self._graph = None
         if getattr(self, 'device', None) is not None and self.device.type == 'cuda':
             torch.cuda.empty_cache()
