@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from regseg_ros.build_engine import parse_size
+from regseg_ros.cli import parse_size
 from regseg_ros.errors import RegsegError
 
 SAMPLE_FRAME = Path(__file__).resolve().parent / 'data' / 'sample' / 'frame_000.jpg'

@@ -18,22 +18,10 @@ from pathlib import Path
 import shutil
 import sys
 import time
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
+from regseg_ros.cli import parse_size
 from regseg_ros.errors import RegsegError
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """Parse ``HxW`` (e.g. ``1024x2048``) into ``(height, width)``."""
-    try:
-        height, width = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'size {text!r} is not HEIGHTxWIDTH, e.g. 1024x2048') from None
-    if not (32 <= height <= 8192 and 32 <= width <= 8192):
-        raise argparse.ArgumentTypeError(
-            f'size {text!r} must have height and width within [32, 8192]')
-    return height, width
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 from regseg_ros.backends import BackendConfig, CHOICES as BACKEND_CHOICES, create_backend
+from regseg_ros.cli import parse_size
 from regseg_ros.errors import RegsegError
 from regseg_ros.imaging import blend, colorize, decode_compressed, decode_image, resize_rgb
 from regseg_ros.labels import get_label_set, LABEL_SETS
@@ -61,20 +62,6 @@ class ArgumentParser(argparse.ArgumentParser):
         """Print usage and the message, then exit 1."""
         self.print_usage(sys.stderr)
         self.exit(1, f'{self.prog}: error: {message}\n')
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """Parse ``HxW`` (e.g. ``512x1024``) into ``(height, width)``, each within [32, 8192]."""
-    parts = str(text).lower().replace('*', 'x').split('x')
-    try:
-        height, width = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'{text!r} is not HEIGHTxWIDTH: write e.g. 512x1024') from None
-    if not (32 <= height <= 8192 and 32 <= width <= 8192):
-        raise argparse.ArgumentTypeError(
-            f'network size {text!r} must have height and width within [32, 8192]')
-    return height, width
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default_size: str,
