@@ -167,6 +167,7 @@ class SegmentationNode(Node):
         self._in_rate, self._out_rate = RateWindow(), RateWindow()
         self._latency = SampleWindow()
         self._infer_time = SampleWindow()
+        self._forward_time = SampleWindow()
         self._stamp_age = SampleWindow()
         self._last_error = ''
         self._last_frame_at: Optional[float] = None
@@ -322,6 +323,8 @@ class SegmentationNode(Node):
             self._counts['processed'] += 1
             self._out_rate.add(done)
             self._infer_time.add(t1 - t0)
+            if self.backend.last_forward_s is not None:
+                self._forward_time.add(self.backend.last_forward_s)
             self._latency.add(done - received_at)
             if stamp_ns:
                 self._stamp_age.add((self.get_clock().now().nanoseconds - stamp_ns) / 1e9)
@@ -340,6 +343,7 @@ class SegmentationNode(Node):
                 'latency_ms_p50': self._latency.percentile(50) * 1e3,
                 'latency_ms_p95': self._latency.percentile(95) * 1e3,
                 'inference_ms_mean': self._infer_time.mean() * 1e3,
+                'forward_ms_mean': self._forward_time.mean() * 1e3,
                 'stamp_age_ms_p50': self._stamp_age.percentile(50) * 1e3,
             }
             last_error = self._last_error

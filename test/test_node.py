@@ -184,6 +184,8 @@ def test_diagnostics_report_rates_latency_and_backend(node, peer):
                 'frames_dropped', 'frames_rejected', 'frames_processed'):
         assert key in values
     assert float(values['inference_ms_mean']) > 0
+    # the network's own time, so users can tell it from the node's overhead
+    assert 0 < float(values['forward_ms_mean']) <= float(values['inference_ms_mean'])
 
 
 def test_runtime_parameter_changes_take_effect(node, peer):

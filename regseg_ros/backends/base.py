@@ -34,6 +34,9 @@ class Backend(abc.ABC):
     """Load, warm up, infer uint8 RGB frames into uint8 labels, close."""
 
     name = 'base'
+    # Seconds the network itself took in the last ``infer`` (None where not measured), so
+    # callers can tell the model's time from their own overhead.
+    last_forward_s = None
 
     def __init__(self, config: BackendConfig):
         self.config = config

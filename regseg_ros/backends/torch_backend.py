@@ -6,6 +6,7 @@ replays it per frame, which removes the per-layer launch overhead (most useful o
 """
 
 import re
+import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -209,7 +210,10 @@ class TorchBackend(Backend):
     def infer(self, images: Sequence[np.ndarray], output_sizes: Sequence[Tuple[int, int]],
               with_confidence: bool = False) -> List[Prediction]:
         x = self._prepare(images)
+        start = time.perf_counter()
         quarter = self._forward_quarter(x)
+        if self.device.type == 'cpu':  # CUDA runs asynchronously: no honest time without a sync
+            self.last_forward_s = time.perf_counter() - start
         return predictions_from_quarter(quarter, tuple(x.shape[-2:]), output_sizes,
                                         with_confidence)
 
