@@ -6,7 +6,7 @@ the node, the bag tool and the tests share them. Every malformed input raises
 :class:`~regseg_ros.errors.RegsegError` naming what disagrees.
 """
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -111,6 +111,44 @@ def decode_compressed(fmt: str, data) -> np.ndarray:
         raise RegsegError(
             f'cannot decode compressed image of {buf.size} bytes with format {fmt!r}: the data '
             'is corrupt or truncated, or not JPEG/PNG')
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data) -> Optional[Tuple[int, int]]:
+    """Return (height, width) from a JPEG's frame header without decoding, or None."""
+    buf = memoryview(np.frombuffer(data, np.uint8))
+    if len(buf) < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+        return None
+    i = 2
+    while i + 9 < len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _SOF_MARKERS:
+            return (buf[i + 5] << 8 | buf[i + 6]), (buf[i + 7] << 8 | buf[i + 8])
+        i += 2 + (buf[i + 2] << 8 | buf[i + 3])
+    return None
+
+
+def decode_compressed_reduced(fmt: str, data, height: int, width: int) -> np.ndarray:
+    """
+    Decode a JPEG at half size (libjpeg's DCT scaling), for a network at most half its size.
+
+    Returns an RGB array of about (height / 2, width / 2); raises like decode_compressed.
+    """
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_REDUCED_COLOR_2)
+    except cv2.error:
+        img = None
+    if img is None or abs(img.shape[0] * 2 - height) > 1 or abs(img.shape[1] * 2 - width) > 1:
+        return decode_compressed(fmt, data)  # raises the usual error for corrupt data
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

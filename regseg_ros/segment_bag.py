@@ -33,7 +33,9 @@ import numpy as np
 from regseg_ros.backends import BackendConfig, CHOICES as BACKEND_CHOICES, create_backend
 from regseg_ros.cli import parse_size
 from regseg_ros.errors import RegsegError
-from regseg_ros.imaging import blend, colorize, decode_compressed, decode_image, resize_rgb
+from regseg_ros.imaging import (
+    blend, colorize, decode_compressed, decode_compressed_reduced, decode_image, jpeg_size,
+    resize_rgb)
 from regseg_ros.labels import get_label_set, LABEL_SETS
 from regseg_ros.progress import Progress
 from regseg_ros.segmenter import Segmenter
@@ -435,6 +437,14 @@ class BagSegmenter:
     def _decode(self, conn, raw):
         """Return (header, frame size, network input, full frame if --overlay needs it)."""
         msg = self.read_store.deserialize_cdr(raw, conn.msgtype)
+        size = jpeg_size(msg.data) if conn.msgtype == COMPRESSED else None
+        if (size and self._net_size and 'overlay' not in self.outputs
+                and 2 * self._net_size[0] <= size[0] and 2 * self._net_size[1] <= size[1]):
+            # The network sees at most half the frame: let libjpeg decode at half size (about
+            # 3x faster); labels are still written at the frame's own size.
+            net = resize_rgb(decode_compressed_reduced(msg.format, msg.data, *size),
+                             *self._net_size)
+            return msg.header, size, net, None
         if conn.msgtype == COMPRESSED:
             rgb = decode_compressed(msg.format, msg.data)
         else:

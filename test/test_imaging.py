@@ -4,7 +4,9 @@ import cv2
 import numpy as np
 import pytest
 from regseg_ros import RegsegError
-from regseg_ros.imaging import blend, decode_compressed, decode_image, resize_labels
+from regseg_ros.imaging import (
+    blend, decode_compressed, decode_compressed_reduced, decode_image, jpeg_size, resize_labels,
+    resize_rgb)
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (6, 8, 3), dtype=np.uint8)
@@ -125,3 +127,19 @@ def test_label_resize_is_nearest_and_blend_weights():
     a = np.full((2, 2, 3), 100, np.uint8)
     b = np.full((2, 2, 3), 200, np.uint8)
     assert blend(a, b, 0.25)[0, 0, 0] == 125
+
+
+def test_jpeg_size_reads_the_frame_header_and_half_size_decode_matches():
+    ramp = np.linspace(0, 255, 130, dtype=np.uint8)
+    img = np.dstack([np.tile(ramp, (67, 1)), np.tile(ramp[::-1], (67, 1)),
+                     np.full((67, 130), 90, np.uint8)])
+    ok, jpg = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert jpeg_size(jpg.tobytes()) == (67, 130)
+    ok, png = cv2.imencode('.png', img)
+    assert jpeg_size(png.tobytes()) is None and jpeg_size(b'') is None
+    half = decode_compressed_reduced('jpeg', jpg.tobytes(), 67, 130)
+    assert half.shape == (34, 65, 3)
+    full = resize_rgb(decode_compressed('jpeg', jpg.tobytes()), 34, 65)
+    assert np.abs(half.astype(int) - full).mean() < 3
+    with pytest.raises(RegsegError, match='cannot decode compressed image'):
+        decode_compressed_reduced('jpeg', jpg.tobytes()[:300], 67, 130)

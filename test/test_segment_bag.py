@@ -196,6 +196,30 @@ def test_single_mcap_file_input(tmp_path):
     assert len(topics['/front/image_raw/labels']) == FRAMES - 1
 
 
+def test_jpeg_half_size_decode_keeps_outputs_at_frame_size(tmp_path):
+    # 96x160 JPEG frames and a 32x64 network (at most half): the half-size decode path runs
+    src = tmp_path / 'big'
+    with Writer(src, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection(JPEG, CompressedImage.__msgtype__, typestore=STORE)
+        for i in range(2):
+            big = cv2.resize(frame(i), (160, 96))
+            ok, enc = cv2.imencode('.jpg', big[..., ::-1])
+            msg = CompressedImage(header=header(i, 'side_cam'), format='jpeg',
+                                  data=enc.reshape(-1))
+            writer.write(conn, stamp_ns(i, JPEG),
+                         bytes(STORE.serialize_cdr(msg, CompressedImage.__msgtype__)))
+    assert main([str(src), str(tmp_path / 'out')] + NET) == 0
+    after = read_bag(tmp_path / 'out')
+    labels = after['/side/image_raw/labels']
+    masks = after['/side/image_raw/drivable_mask']
+    assert len(labels) == len(masks) == 2
+    for (_, msgtype, raw_labels), (_, _, raw_mask) in zip(labels, masks):
+        lab = STORE.deserialize_cdr(raw_labels, msgtype)
+        mask = STORE.deserialize_cdr(raw_mask, msgtype)
+        assert (lab.height, lab.width) == (96, 160) and (mask.height, mask.width) == (96, 160)
+        assert np.array_equal(mask.data, np.where(lab.data == 0, 255, 0))  # road only
+
+
 @pytest.mark.parametrize('args,message', [
     (['{tmp}/missing', '{tmp}/out'], "input bag '{tmp}/missing' does not exist"),
     (['{src}', '{tmp}/out', '--topics', '/nope'], "topic '/nope' is not in"),
