@@ -9,7 +9,7 @@ plus a little, however fast the camera is.
 import sys
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
@@ -150,12 +150,15 @@ class SegmentationNode(Node):
                         for name in OUTPUTS}
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         in_qos = _qos(p['input_qos'], 1)
+        # image_transport's naming: `image` remapped, then /compressed. rclpy releases without
+        # Node.resolve_topic_name get the relative name (remap `image/compressed` there).
+        resolve = getattr(self, 'resolve_topic_name', lambda name: name)
         if p['input_transport'] == 'compressed':
-            topic = self.resolve_topic_name('image') + '/compressed'
+            topic = resolve('image') + '/compressed'
             self.subscription = self.create_subscription(CompressedImage, topic, self._on_frame,
                                                          in_qos)
         else:
-            topic = self.resolve_topic_name('image')
+            topic = resolve('image')
             self.subscription = self.create_subscription(Image, topic, self._on_frame, in_qos)
 
         self._cond = threading.Condition()
@@ -170,7 +173,7 @@ class SegmentationNode(Node):
         self._forward_time = SampleWindow()
         self._stamp_age = SampleWindow()
         self._last_error = ''
-        self._last_frame_at: Optional[float] = None
+        self._reported: Dict[str, int] = {}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Diagnostics tick on the steady clock: a paused bag (use_sim_time) must not stop them.
         self.create_timer(1.0, self._publish_diagnostics,
@@ -328,12 +331,11 @@ class SegmentationNode(Node):
             self._latency.add(done - received_at)
             if stamp_ns:
                 self._stamp_age.add((self.get_clock().now().nanoseconds - stamp_ns) / 1e9)
-            self._last_frame_at = done
 
     # -- diagnostics --------------------------------------------------------------------------
 
     def diagnostic_status(self) -> DiagnosticStatus:
-        """Summarise rates, latency and counters of the last seconds."""
+        """Summarise rates, latency and counters; the level is for what is new since last call."""
         now = time.monotonic()
         with self._cond:
             counts = dict(self._counts)
@@ -347,14 +349,17 @@ class SegmentationNode(Node):
                 'stamp_age_ms_p50': self._stamp_age.percentile(50) * 1e3,
             }
             last_error = self._last_error
+        # ERROR / WARN for what happened since the previous report, not forever after.
+        new = {k: counts[k] - self._reported.get(k, 0) for k in counts}
+        self._reported = counts
         level, message = DiagnosticStatus.OK, 'segmenting'
-        if counts['errors']:
+        if new['errors']:
             level, message = DiagnosticStatus.ERROR, last_error
         elif counts['received'] == 0:
             level, message = DiagnosticStatus.WARN, 'no input frames yet'
         elif values['input_rate_hz'] == 0:
             level, message = DiagnosticStatus.WARN, 'no input frames in the last seconds'
-        elif counts['rejected']:
+        elif new['rejected']:
             level, message = DiagnosticStatus.WARN, last_error
         info = self.backend.describe()
         kv = [KeyValue(key=k, value=str(v)) for k, v in info.items()]
