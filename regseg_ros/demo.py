@@ -10,6 +10,7 @@ machine (loopback + shared memory) unless the caller's environment already chose
 import argparse
 import os
 from pathlib import Path
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,12 +47,16 @@ def confine_dds(env: Dict[str, str]) -> Dict[str, str]:
     return env
 
 
-def node_command() -> List[str]:
-    """``segmentation_node`` next to this interpreter, else ``python -m``."""
-    script = Path(sys.executable).parent / 'segmentation_node'
+def node_command(executable: str = 'segmentation_node') -> List[str]:
+    """Return the console script beside this interpreter, else on PATH, else ``python -m``."""
+    script = Path(sys.executable).parent / executable
     if script.exists():
         return [str(script)]
-    return [sys.executable, '-m', 'regseg_ros.segmentation_node']
+    found = shutil.which(executable)
+    if found:
+        return [found]
+    module = {'regseg_demo': 'demo'}.get(executable, executable)
+    return [sys.executable, '-m', f'regseg_ros.{module}']
 
 
 def load_frames(folder: Path, width: int = 0) -> List[np.ndarray]:

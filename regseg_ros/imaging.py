@@ -98,15 +98,20 @@ def decode_image(encoding: str, height: int, width: int, step: int, data,
     return np.ascontiguousarray(convert(img))
 
 
+def _imdecode(buf: np.ndarray, flag: int) -> Optional[np.ndarray]:
+    """Return OpenCV's BGR decode of ``buf``, or None where it cannot decode it."""
+    try:
+        return cv2.imdecode(buf, flag)
+    except cv2.error:
+        return None
+
+
 def decode_compressed(fmt: str, data) -> np.ndarray:
     """Return an (H, W, 3) uint8 RGB array from a ``CompressedImage`` (JPEG, PNG, ...)."""
     buf = np.frombuffer(data, np.uint8)
     if buf.size == 0:
         raise RegsegError(f'compressed image ({fmt!r}) is empty')
-    try:
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    except cv2.error:
-        img = None
+    img = _imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
         raise RegsegError(
             f'cannot decode compressed image of {buf.size} bytes with format {fmt!r}: the data '
@@ -142,11 +147,7 @@ def decode_compressed_reduced(fmt: str, data, height: int, width: int) -> np.nda
 
     Returns an RGB array of about (height / 2, width / 2); raises like decode_compressed.
     """
-    buf = np.frombuffer(data, np.uint8)
-    try:
-        img = cv2.imdecode(buf, cv2.IMREAD_REDUCED_COLOR_2)
-    except cv2.error:
-        img = None
+    img = _imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)
     if img is None or abs(img.shape[0] * 2 - height) > 1 or abs(img.shape[1] * 2 - width) > 1:
         return decode_compressed(fmt, data)  # raises the usual error for corrupt data
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -2,30 +2,16 @@
 
 import os
 from pathlib import Path
-import shutil
 import signal
 import subprocess
-import sys
-import sysconfig
 import time
 
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from regseg_ros.demo import node_command
 from sensor_msgs.msg import Image
-
-
-def node_command(executable='segmentation_node'):
-    """Return the installed console script (as `ros2 run` starts it), else ``python -m``."""
-    for folder in (sysconfig.get_path('scripts'), os.path.dirname(sys.executable)):
-        path = Path(folder) / executable
-        if path.exists():
-            return [str(path)]
-    found = shutil.which(executable)
-    if found:
-        return [found]
-    return [sys.executable, '-m', f'regseg_ros.{executable}']
 
 
 class NodeProcess:

@@ -2,12 +2,10 @@
 
 import shutil
 import subprocess
-import sys
 
 import cv2
 import pytest
-from regseg_ros.demo import SAMPLE_DIR
-from ros_harness import node_command
+from regseg_ros.demo import node_command, SAMPLE_DIR
 
 pytestmark = pytest.mark.ros
 
@@ -23,12 +21,10 @@ def test_demo_leaves_overlays_and_a_summary(tmp_path):
     frames.mkdir()
     for f in sorted(SAMPLE_DIR.glob('*.jpg'))[:4]:
         shutil.copy(f, frames)
-    demo = node_command('regseg_demo')
-    if demo[0] == sys.executable:
-        demo = [sys.executable, '-m', 'regseg_ros.demo']
-    out = subprocess.run(demo + ['--frames-dir', str(frames), '--output', str(tmp_path / 'out'),
-                                 '--network-size', '64x128', '--rate', '2'],
-                         capture_output=True, text=True, timeout=180)
+    args = ['--frames-dir', str(frames), '--output', str(tmp_path / 'out'),
+            '--network-size', '64x128', '--rate', '2']
+    out = subprocess.run(node_command('regseg_demo') + args, capture_output=True, text=True,
+                         timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert 'UNTRAINED' in out.stderr
     assert 'frames_sent        4' in out.stdout
