@@ -133,7 +133,23 @@ def _rosbags():
     except ImportError:
         raise RegsegError('the bag tools need the rosbags package, which is not installed: '
                           'pip install rosbags==0.11.9') from None
-    return rosbag2, typesys, interfaces
+    try:
+        from regseg_ros.bag_io import BagReader, BagWriter
+    except (ImportError, AttributeError) as exc:
+        # bag_io builds on rosbags' MCAP storage classes; another rosbags release may lack them.
+        _err(f'segment_bag: note: rosbags {_version("rosbags")} does not have what the '
+             f'zero-copy bag I/O needs ({exc}); using its own, slower reader and writer '
+             '(tested: rosbags==0.11.9)')
+        BagReader, BagWriter = rosbag2.Reader, rosbag2.Writer
+    return rosbag2, typesys, interfaces, BagReader, BagWriter
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return '(unknown version)'
 
 
 def _storage_of(path: Path) -> str:
@@ -222,7 +238,8 @@ class BagSegmenter:
 
     def __init__(self, src, dst, topics: Optional[Sequence[str]] = None, overlay: bool = False,
                  storage: Optional[str] = None, overwrite: bool = False):
-        self.rosbag2, self.typesys, self.interfaces = _rosbags()
+        (self.rosbag2, self.typesys, self.interfaces, self.BagReader,
+         self.BagWriter) = _rosbags()
         self.src, self.dst = Path(src), Path(dst)
         if not (self.src.exists() or self.src.is_symlink()):
             raise RegsegError(f'input bag {str(self.src)!r} does not exist: pass a rosbag2 '
@@ -241,7 +258,7 @@ class BagSegmenter:
 
     def _open_reader(self):
         try:
-            reader = self.rosbag2.Reader(self.src)
+            reader = self.BagReader(self.src)
             reader.open()
         except Exception as exc:  # noqa: B902 rosbags, sqlite and YAML errors alike
             raise RegsegError(f'cannot read input bag {str(self.src)!r} '
@@ -436,7 +453,8 @@ class BagSegmenter:
 
     def _decode(self, conn, raw):
         """Return (header, frame size, network input, full frame if --overlay needs it)."""
-        msg = self.read_store.deserialize_cdr(raw, conn.msgtype)
+        # A memoryview: rosbags slices the CDR payload off it, which copies a bytes object.
+        msg = self.read_store.deserialize_cdr(memoryview(raw), conn.msgtype)
         size = jpeg_size(msg.data) if conn.msgtype == COMPRESSED else None
         if (size and self._net_size and 'overlay' not in self.outputs
                 and 2 * self._net_size[0] <= size[0] and 2 * self._net_size[1] <= size[1]):
@@ -528,7 +546,7 @@ class BagSegmenter:
                   'sqlite3': self.rosbag2.StoragePlugin.SQLITE3}[self.storage]
         writer = None
         try:
-            writer = self.rosbag2.Writer(self.dst, version=8, storage_plugin=plugin)
+            writer = self.BagWriter(self.dst, version=8, storage_plugin=plugin)
             writer.open()
             self._created = True
             self._add_connections(writer)

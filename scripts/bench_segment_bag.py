@@ -9,7 +9,9 @@ sequence resized to --size), then alternates, --repeat times:
 * segment_bag: the whole tool on the bag (read, decode, infer, serialise, write labels and
   drivable_mask), with the same loaded backend.
 
-It prints frames/s of each run and the ratio of the best runs. Example::
+It prints frames/s of each run, the process CPU time per frame of both (user + system, all
+threads: the difference is what reading, decoding and writing cost) and the ratio of the best
+runs. Example::
 
     python scripts/bench_segment_bag.py --frames 24 --size 1024x2048 --format jpeg raw
 """
@@ -73,13 +75,14 @@ def write_bag(path, frames, fmt, storage):
 def raw_fps(backend, frames, batch):
     """Frames per second of ``backend.infer`` over the decoded frames."""
     start = time.perf_counter()
+    cpu = time.process_time()
     for i in range(0, len(frames), batch):
         chunk = frames[i:i + batch]
         backend.infer(chunk, [f.shape[:2] for f in chunk], with_confidence=False)
     if backend.config.device.startswith('cuda'):
         import torch
         torch.cuda.synchronize()
-    return len(frames) / (time.perf_counter() - start)
+    return len(frames) / (time.perf_counter() - start), time.process_time() - cpu
 
 
 class StageClock:
@@ -130,6 +133,7 @@ def main(argv=None):
     print(f'# {args.frames} frames {args.size[0]}x{args.size[1]}, network {size[0]}x{size[1]}, '
           f'batch {args.batch}, storage {args.storage}')
     raw_fps(backend, frames[:max(2, args.batch)], args.batch)  # warm-up at these sizes
+    ms = 1000 / args.frames
     clock = StageClock()
     if args.profile:
         BagSegmenter._decode = clock.wrap('decode', BagSegmenter._decode)
@@ -142,16 +146,20 @@ def main(argv=None):
             mb = sum(p.stat().st_size for p in bag.iterdir()) / 2**20
             raws, pipes = [], []
             for run in range(args.repeat):
-                raws.append(raw_fps(backend, frames, args.batch))
+                fps, raw_cpu = raw_fps(backend, frames, args.batch)
+                raws.append(fps)
                 clock.seconds.clear()
                 job = BagSegmenter(bag, Path(tmp) / 'out', overwrite=True)
+                cpu = time.process_time()
                 summary = job.run(segmenter, batch=args.batch, progress=False,
                                   decode_threads=args.decode_threads)
+                cpu = time.process_time() - cpu
                 assert summary.total_frames == args.frames, summary
                 pipes.append(summary.fps)
                 ratio = 100 * pipes[-1] / raws[-1]
                 print(f'{fmt:4} run {run + 1}: raw infer {raws[-1]:7.2f} frames/s   '
-                      f'segment_bag {pipes[-1]:7.2f} frames/s ({ratio:5.1f} %)'
+                      f'segment_bag {pipes[-1]:7.2f} frames/s ({ratio:5.1f} %)   '
+                      f'CPU ms/frame {ms * raw_cpu:.0f} / {ms * cpu:.0f}'
                       + (f'   [thread CPU ms/frame: {clock.report(args.frames)}]'
                          if args.profile else ''))
             ratios = [p / r for p, r in zip(pipes, raws)]
