@@ -119,7 +119,7 @@ def main(argv=None):
     parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
     parser.add_argument('--decode-threads', type=int, default=None)
     parser.add_argument('--profile', action='store_true',
-                        help='also print the thread CPU ms per frame of decode, segment, write')
+                        help='also print the thread CPU ms per frame of decode, infer, write')
     add_model_arguments(parser, 'x'.join(map(str, DEFAULT_NETWORK_SIZE)))
     args = parser.parse_args(argv)
     args.allow_untrained = args.allow_untrained or not args.weights
@@ -138,7 +138,7 @@ def main(argv=None):
     if args.profile:
         BagSegmenter._decode = clock.wrap('decode', BagSegmenter._decode)
         BagSegmenter._write_items = clock.wrap('write', BagSegmenter._write_items)
-        segmenter.segment = clock.wrap('segment', segmenter.segment)
+        backend.infer = clock.wrap('infer', backend.infer)
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in args.format:
             bag = Path(tmp) / f'in_{fmt}'

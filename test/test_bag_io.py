@@ -1,6 +1,9 @@
 """regseg_ros.bag_io: the zero-copy MCAP reader and writer give what rosbags' own give."""
 
 from contextlib import closing
+import errno
+import mmap
+import os
 from pathlib import Path
 import sqlite3
 
@@ -27,14 +30,36 @@ def messages(count=60, seed=0):
     return out
 
 
-def write(cls, path: Path, msgs, storage=StoragePlugin.MCAP, as_view=False):
-    writer = cls(path, version=9, storage_plugin=storage)
+def write(cls, path: Path, msgs, storage=StoragePlugin.MCAP, as_view=False, before_close=None,
+          **kwargs):
+    writer = cls(path, version=9, storage_plugin=storage, **kwargs)
     writer.open()
     conns = [writer.add_connection(t, 'std_msgs/msg/String', typestore=STORE) for t in TOPICS]
     for index, stamp, data in msgs:
         writer.write(conns[index], stamp, memoryview(data) if as_view else data)
+    if before_close:
+        before_close(writer)
     writer.close()
     return path
+
+
+def takes_o_direct(folder: Path) -> bool:
+    """Whether the file system under ``folder`` accepts an O_DIRECT write of one page."""
+    if not hasattr(os, 'O_DIRECT'):
+        return False
+    page = mmap.mmap(-1, 4096)
+    try:
+        fd = os.open(folder / 'probe', os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
+    except OSError:
+        return False
+    try:
+        os.write(fd, page)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        os.unlink(folder / 'probe')
 
 
 def read(cls, path, **kwargs):
@@ -44,9 +69,34 @@ def read(cls, path, **kwargs):
 
 
 @pytest.mark.parametrize('as_view', [False, True])
-def test_writer_makes_the_same_mcap_file_as_rosbags(tmp_path, as_view):
-    msgs = messages()
-    ours = write(BagWriter, tmp_path / 'bag', msgs, as_view=as_view)
+@pytest.mark.parametrize('mode', ['O_DIRECT', 'OS without O_DIRECT', 'O_DIRECT write refused',
+                                  'cache=True'])
+def test_writer_makes_the_same_mcap_file_as_rosbags(tmp_path, monkeypatch, as_view, mode):
+    direct = takes_o_direct(tmp_path)
+    options = {'cache': True} if mode == 'cache=True' else {}
+    if mode == 'cache=True':
+        direct = False
+    elif mode == 'OS without O_DIRECT':
+        monkeypatch.delattr(os, 'O_DIRECT', raising=False)
+        direct = False
+    elif mode == 'O_DIRECT write refused':
+        # Some file systems open files with O_DIRECT and then refuse the writes (EINVAL).
+        fcntl = pytest.importorskip('fcntl')
+        if not direct:
+            pytest.skip(f'the file system of {tmp_path} takes no O_DIRECT writes')
+        real_write = os.write
+
+        def refuse(fd, data):
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+                raise OSError(errno.EINVAL, 'Invalid argument')
+            return real_write(fd, data)
+        monkeypatch.setattr(os, 'write', refuse)
+        direct = False
+    msgs = messages()  # about 47 MiB: many staging buffers full
+    seen = []
+    ours = write(BagWriter, tmp_path / 'bag', msgs, as_view=as_view, **options,
+                 before_close=lambda w: seen.append(getattr(w.storage.bio, 'direct', False)))
+    assert seen == [direct]  # written past the page cache wherever the file system allows
     theirs = write(Writer, tmp_path / 'ref', msgs)
     data, ref = (ours / 'bag.mcap').read_bytes(), (theirs / 'ref.mcap').read_bytes()
     # The only difference: the file name, inside the rosbag2 metadata record.
