@@ -117,7 +117,7 @@ class _DirectFile:
                     self.direct = False
         finally:
             view.release()
-        self._filled = 0
+            self._filled = 0  # written, or lost to the error raised (a full disk): never twice
 
     def close(self) -> None:
         """Write what is staged and close; the file ends at the last byte written."""

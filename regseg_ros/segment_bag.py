@@ -547,8 +547,8 @@ class BagSegmenter:
         writer = None
         try:
             writer = self.BagWriter(self.dst, version=8, storage_plugin=plugin)
+            self._created = True  # OUT did not exist: whatever open() leaves there is ours
             writer.open()
-            self._created = True
             self._add_connections(writer)
         except BaseException as exc:  # noqa: B902 handed to the main thread
             self._writer_error = exc
@@ -568,7 +568,10 @@ class BagSegmenter:
                 return
             except BaseException as exc:  # noqa: B902 handed to the main thread
                 self._writer_error = exc
-        writer.abort()
+        try:
+            writer.abort()
+        except Exception:  # noqa: B902 the first error is the one to report
+            pass  # and the half-written bag is deleted
 
     def _write_items(self, writer, items: List[_Item]) -> None:
         """Write one flushed run of messages; keep the first error for the main thread."""

@@ -11,7 +11,7 @@ sequence resized to --size), then alternates, --repeat times:
 
 It prints frames/s of each run, the process CPU time per frame of both (user + system, all
 threads: the difference is what reading, decoding and writing cost) and the ratio of the best
-runs. Example::
+runs and the median of the per-run ratios. Example::
 
     python scripts/bench_segment_bag.py --frames 24 --size 1024x2048 --format jpeg raw
 """

@@ -238,3 +238,23 @@ def test_errors_exit_1_with_a_message(tmp_path, capsys, args, message):
     assert main(argv) == 1
     assert message.format(**fill) in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_full_disk_is_an_error_and_leaves_no_output(storage, tmp_path, capsys):
+    # A file size limit makes the kernel refuse writes past it (EFBIG), as a full disk would;
+    # Python ignores the SIGXFSZ that comes with it.
+    resource = pytest.importorskip('resource')
+    src, dst = tmp_path / 'in', tmp_path / 'out'
+    make_bag(src, storage)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, limits[1]))
+    try:
+        code = main([str(src), str(dst)] + NET)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"segment_bag: error: cannot write '{dst}'" in err
+    assert 'Traceback' not in err
+    assert not dst.exists()
