@@ -1,5 +1,9 @@
 """segment_bag end to end: bags written here, segmented in-process, read back with rosbags."""
 
+from pathlib import Path
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -258,3 +262,19 @@ def test_full_disk_is_an_error_and_leaves_no_output(storage, tmp_path, capsys):
     assert f"segment_bag: error: cannot write '{dst}'" in err
     assert 'Traceback' not in err
     assert not dst.exists()
+
+
+def test_benchmark_script_prints_both_figures(tmp_path):
+    # scripts/bench_segment_bag.py is how the README's throughput figures are made.
+    script = Path(__file__).resolve().parent.parent / 'scripts' / 'bench_segment_bag.py'
+    out = subprocess.run(
+        [sys.executable, str(script), '--frames', '2', '--size', '64x128', '--network-size',
+         '32x64', '--format', 'raw', 'jpeg', '--repeat', '2', '--allow-untrained'],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for fmt in ('raw ', 'jpeg'):
+        runs = [line for line in out.stdout.splitlines() if line.startswith(f'{fmt} run ')]
+        assert len(runs) == 2 and all('segment_bag' in line and 'CPU ms/frame' in line
+                                      for line in runs)
+        assert any(line.startswith(f'{fmt} (') and 'per-run ratios' in line and 'median' in line
+                   for line in out.stdout.splitlines())
