@@ -57,6 +57,17 @@ STAGE_BYTES = 4 * 2**20                # _DirectFile's staging buffer (a multipl
 SQLITE_PAGE_BYTES = 2**16              # the largest page SQLite has
 
 
+def _set_o_direct(fd: int, on: bool) -> bool:
+    """Turn ``O_DIRECT`` on or off for ``fd``; return whether it is on now."""
+    try:
+        import fcntl  # POSIX only, like O_DIRECT itself
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
+    except (ImportError, AttributeError, OSError):
+        return False
+    return on
+
+
 class _DirectFile:
     """
     A file written front to back with ``O_DIRECT``: bytes go to the disk, not the page cache.
@@ -70,14 +81,7 @@ class _DirectFile:
 
     def __init__(self, path, head: bytes = b'') -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_TRUNC | getattr(os, 'O_CLOEXEC', 0))
-        self.direct = hasattr(os, 'O_DIRECT')
-        if self.direct:
-            try:
-                import fcntl
-                fcntl.fcntl(self._fd, fcntl.F_SETFL,
-                            fcntl.fcntl(self._fd, fcntl.F_GETFL) | os.O_DIRECT)
-            except OSError:
-                self.direct = False
+        self.direct = _set_o_direct(self._fd, True)
         self._stage = mmap.mmap(-1, STAGE_BYTES)  # anonymous maps start on a page boundary
         self._filled = 0
         self._written = 0
@@ -111,10 +115,8 @@ class _DirectFile:
                 except OSError as exc:
                     if not (self.direct and exc.errno == errno.EINVAL):
                         raise
-                    import fcntl  # this file system takes no O_DIRECT: write through the cache
-                    fcntl.fcntl(self._fd, fcntl.F_SETFL,
-                                fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-                    self.direct = False
+                    # This file system takes no O_DIRECT writes: go on through the cache.
+                    self.direct = _set_o_direct(self._fd, False)
         finally:
             view.release()
             self._filled = 0  # written, or lost to the error raised (a full disk): never twice

@@ -147,7 +147,7 @@ def main(argv=None):
             mb = sum(p.stat().st_size for p in bag.iterdir()) / 2**20
             # Raw runs bracket every segment_bag run and each ratio takes the mean of its two
             # neighbours: this VM's speed drifts by tens of percent over minutes.
-            raws, pipes = [raw_fps(backend, frames, args.batch)], []
+            raws, pipes, ratios = [raw_fps(backend, frames, args.batch)], [], []
             for run in range(args.repeat):
                 clock.seconds.clear()
                 job = BagSegmenter(bag, Path(tmp) / 'out', overwrite=True)
@@ -159,14 +159,14 @@ def main(argv=None):
                 pipes.append(summary.fps)
                 raws.append(raw_fps(backend, frames, args.batch))
                 (before, cpu_before), (after, cpu_after) = raws[-2:]
-                raw, raw_cpu = (before + after) / 2, (cpu_before + cpu_after) / 2
+                raw_cpu = (cpu_before + cpu_after) / 2
+                ratios.append(pipes[-1] / ((before + after) / 2))
                 print(f'{fmt:4} run {run + 1}: raw infer {before:6.2f} | {after:6.2f} frames/s   '
-                      f'segment_bag {pipes[-1]:6.2f} frames/s ({100 * pipes[-1] / raw:5.1f} %)   '
+                      f'segment_bag {pipes[-1]:6.2f} frames/s ({100 * ratios[-1]:5.1f} %)   '
                       f'CPU ms/frame {ms * raw_cpu:.0f} / {ms * cpu:.0f}'
                       + (f'   [thread CPU ms/frame: {clock.report(args.frames)}]'
                          if args.profile else ''))
             fps = [r for r, _ in raws]
-            ratios = [p / ((a + b) / 2) for p, a, b in zip(pipes, fps, fps[1:])]
             print(f'{fmt:4} ({mb:.0f} MiB bag, {args.repeat} runs): best raw {max(fps):.2f}, best '
                   f'segment_bag {max(pipes):.2f} frames/s -> {100 * max(pipes) / max(fps):.1f} %; '
                   f'per-run ratios {100 * min(ratios):.1f}-{100 * max(ratios):.1f} %, median '
