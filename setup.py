@@ -21,6 +21,9 @@ setup(
     # Runtime dependencies come from rosdep (package.xml) or requirements.txt: torch is never
     # resolved by pip here, so a CUDA or Jetson build of it is left alone.
     install_requires=['setuptools'],
+    # Declaring pytest makes `colcon test` run the suite with pytest (without it colcon falls back
+    # to unittest, finds nothing and reports 0 tests as success). < 8.4: see requirements.txt.
+    extras_require={'test': ['pytest>=7.0,<8.4']},
     zip_safe=True,
     maintainer='regseg_ros maintainers',
     maintainer_email='maintainers@regseg-ros.dev',

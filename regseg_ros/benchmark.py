@@ -4,7 +4,7 @@ Time a backend: model only, and the full path from a uint8 camera frame to uint8
 ::
 
     ros2 run regseg_ros benchmark --backend tensorrt --device cuda --precision fp16 \
-        --network-size 1024x2048 --camera-size 1080x1920 [--json out.json]
+        --network-size 2048x1024 --camera-size 1920x1080 [--json out.json]
 
 *Model only* is the network on a prepared input (see ``model_only_output`` in the report for
 what the backend's network ends at). *Full path* is what the node pays per frame: upload or
@@ -43,10 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help='cpu, cuda or cuda:N (default: cuda when available, else cpu)')
     parser.add_argument('--precision', default=None, choices=('fp32', 'fp16', 'int8'),
                         help='default: fp16 on CUDA, fp32 on the CPU (int8: tensorrt only)')
-    parser.add_argument('--network-size', type=parse_size, default=(1024, 2048), metavar='HxW',
-                        help='network input size (default: 1024x2048, as in the paper)')
-    parser.add_argument('--camera-size', type=parse_size, default=(1080, 1920), metavar='HxW',
-                        help='camera frame size for the full path (default: 1080x1920)')
+    parser.add_argument('--network-size', type=parse_size, default=(1024, 2048), metavar='WxH',
+                        help='network input size, width x height (default: 2048x1024, as in the '
+                        'paper)')
+    parser.add_argument('--camera-size', type=parse_size, default=(1080, 1920), metavar='WxH',
+                        help='camera frame size, width x height, for the full path (default: '
+                        '1920x1080)')
     parser.add_argument('--warmup', type=int, default=10, metavar='N',
                         help='untimed iterations first (default: %(default)s)')
     parser.add_argument('--iterations', type=int, default=100, metavar='N',
@@ -230,7 +232,7 @@ def format_report(r: Dict[str, object]) -> str:
         + (', CUDA graph' if r['cuda_graph'] else '') + f'; device: {env["device"]}',
         f'versions: python {env["python"]}, torch {env["torch"]}, CUDA {env["cuda"]}, '
         f'cuDNN {env["cudnn"]}, TensorRT {env["tensorrt"]}',
-        f'network {nh}x{nw} (HxW); camera frame {ch}x{cw} uint8 RGB in, {ch}x{cw} uint8 '
+        f'network {nw}x{nh}; camera frame {cw}x{ch} uint8 RGB in, {cw}x{ch} uint8 '
         'labels out' + (' (+ confidence)' if r['confidence'] else ''),
     ]
     if r['engine']:

@@ -5,7 +5,7 @@ A vehicle runs this once after installing (or after a TensorRT / JetPack upgrade
 starts in seconds instead of building for minutes::
 
     ros2 run regseg_ros build_engine --weights cityscapes_exp48_trainval --precision fp16 \
-        --network-size 1024x2048 [--workspace-mb 1024] [--output /opt/regseg/front.engine]
+        --network-size 2048x1024 [--workspace-mb 1024] [--output /opt/regseg/front.engine]
 
 The engine goes to the engine cache (``~/.cache/regseg_ros/engines``, where the node's
 ``tensorrt`` backend finds it with the same settings), and is copied to ``--output`` if given
@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from regseg_ros.cli import parse_size
+from regseg_ros.cli import format_size, parse_size
 from regseg_ros.errors import RegsegError
 
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='engine precision (default: %(default)s; int8 needs '
                         '--int8-calibration-dir and TensorRT 8.5-10.x)')
     parser.add_argument('--network-size', type=parse_size, default=(1024, 2048),
-                        metavar='HxW', help='network input size (default: 1024x2048)')
+                        metavar='WxH', help='network input size, width x height (default: 2048x1024)')
     parser.add_argument('--device', default='cuda', help='cuda or cuda:N (default: cuda)')
     parser.add_argument('--workspace-mb', type=int, default=None, metavar='N',
                         help='cap the builder workspace at N MiB (Jetson: e.g. 1024)')
@@ -91,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise RegsegError('--precision int8 needs --int8-calibration-dir (a folder of a '
                               'few hundred camera images), or use --precision fp16')
         _log(f'TensorRT {trt.__version__}: {args.model} {args.precision} '
-             f'{args.network_size[1]}x{args.network_size[0]} on {args.device}')
+             f'{format_size(args.network_size)} on {args.device}')
         start = time.monotonic()
         backend = create_backend('tensorrt', config, log=_log)
         try:

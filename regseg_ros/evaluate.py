@@ -34,6 +34,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import cv2
 import numpy as np
+from regseg_ros.cli import add_model_arguments, ArgumentParser, build_segmenter, format_size
 from regseg_ros.errors import RegsegError
 from regseg_ros.labels import get_label_set
 from regseg_ros.progress import Progress
@@ -271,7 +272,6 @@ def build_report(result: Dict[str, object], confusion: np.ndarray, class_names: 
 
 def make_parser() -> argparse.ArgumentParser:
     """Build the ``evaluate`` argument parser."""
-    from regseg_ros.segment_bag import add_model_arguments, ArgumentParser
     parser = ArgumentParser(
         prog='evaluate',
         description='Evaluate RegSeg on a labelled dataset (Cityscapes or SegNet CamVid layout): '
@@ -316,8 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         first_rgb, _ = load_pair(pairs[0])
         size = args.network_size or default_network_size(layout, first_rgb.shape)
         log(f'{len(pairs)} {layout} {split} images, label set {label_set.name}, network input '
-            f'{size[0]}x{size[1]}')
-        from regseg_ros.segment_bag import build_segmenter
+            f'{format_size(size)}')
         segmenter = build_segmenter(args, label_set.name, size, log=log)
 
         def predict(rgb):
@@ -353,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     print(format_table(result, label_set.classes))
     print(f'{len(pairs)} images in {seconds:.1f} s ({len(pairs) / seconds:.2f} images/s), '
-          f'network input {size[0]}x{size[1]}; report: {report}')
+          f'network input {format_size(size)}; report: {report}')
     return 0
 
 

@@ -63,8 +63,24 @@ ENCODINGS: Dict[str, Tuple[int, np.dtype, Callable[[np.ndarray], np.ndarray]]] =
 }
 
 
+# Frames above this many pixels are refused before any pixel is decoded (a 629-byte JPEG can
+# claim 30000x30000 = 2.7 GB of RGB). 64 MP is 8000x8000; the largest automotive and mapping
+# cameras in use are 8-12 MP.
+DEFAULT_MAX_INPUT_PIXELS = 64_000_000
+
+
+def check_pixels(width: int, height: int, max_pixels: int, what: str = 'image') -> None:
+    """Raise RegsegError if a ``width`` x ``height`` frame exceeds ``max_pixels`` (0: no limit)."""
+    if max_pixels and width * height > max_pixels:
+        raise RegsegError(
+            f'{what} of {width}x{height} = {width * height / 1e6:.1f} MP exceeds '
+            f'max_input_pixels = {max_pixels} ({max_pixels / 1e6:.1f} MP): refused before '
+            'decoding; raise max_input_pixels if such frames are genuine')
+
+
 def decode_image(encoding: str, height: int, width: int, step: int, data,
-                 is_bigendian: bool = False) -> np.ndarray:
+                 is_bigendian: bool = False,
+                 max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
     """Return an (H, W, 3) uint8 RGB array from the fields of a ``sensor_msgs/Image``."""
     key = encoding.lower()
     if key not in ENCODINGS:
@@ -73,6 +89,7 @@ def decode_image(encoding: str, height: int, width: int, step: int, data,
     channels, dtype, convert = ENCODINGS[key]
     if height <= 0 or width <= 0:
         raise RegsegError(f'image size {width}x{height} is empty')
+    check_pixels(width, height, max_pixels)
     if key.startswith('bayer') and (height % 2 or width % 2):
         raise RegsegError(f'Bayer image size {width}x{height} must be even')
     if key in ('yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv') and width % 2:
@@ -106,20 +123,8 @@ def _imdecode(buf: np.ndarray, flag: int) -> Optional[np.ndarray]:
         return None
 
 
-def decode_compressed(fmt: str, data) -> np.ndarray:
-    """Return an (H, W, 3) uint8 RGB array from a ``CompressedImage`` (JPEG, PNG, ...)."""
-    buf = np.frombuffer(data, np.uint8)
-    if buf.size == 0:
-        raise RegsegError(f'compressed image ({fmt!r}) is empty')
-    img = _imdecode(buf, cv2.IMREAD_COLOR)
-    if img is None:
-        raise RegsegError(
-            f'cannot decode compressed image of {buf.size} bytes with format {fmt!r}: the data '
-            'is corrupt or truncated, or not JPEG/PNG')
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
 def jpeg_size(data) -> Optional[Tuple[int, int]]:
@@ -141,16 +146,63 @@ def jpeg_size(data) -> Optional[Tuple[int, int]]:
     return None
 
 
-def decode_compressed_reduced(fmt: str, data, height: int, width: int) -> np.ndarray:
-    """
-    Decode a JPEG at half size (libjpeg's DCT scaling), for a network at most half its size.
+def png_size(data) -> Optional[Tuple[int, int]]:
+    """Return (height, width) from a PNG's IHDR chunk without decoding, or None."""
+    head = bytes(memoryview(np.frombuffer(data, np.uint8))[:24])
+    if len(head) < 24 or head[:8] != _PNG_MAGIC or head[12:16] != b'IHDR':
+        return None
+    return int.from_bytes(head[20:24], 'big'), int.from_bytes(head[16:20], 'big')
 
-    Returns an RGB array of about (height / 2, width / 2); raises like decode_compressed.
+
+def compressed_size(data) -> Optional[Tuple[int, int]]:
+    """Return (height, width) of a JPEG or PNG from its header alone, or None for others."""
+    return jpeg_size(data) or png_size(data)
+
+
+def reduce_factor(frame_size: Tuple[int, int], network_size: Optional[Tuple[int, int]]) -> int:
     """
-    img = _imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)
-    if img is None or abs(img.shape[0] * 2 - height) > 1 or abs(img.shape[1] * 2 - width) > 1:
-        return decode_compressed(fmt, data)  # raises the usual error for corrupt data
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    Return 2 where a JPEG of ``frame_size`` may be decoded at half size, else 1.
+
+    It depends on the sizes alone (frame at least twice the network input on both axes), never
+    on which outputs are wanted, so a frame gets the same labels in the node and in segment_bag
+    whatever they publish.
+    """
+    if network_size is None:
+        return 1
+    return 2 if (frame_size[0] >= 2 * network_size[0]
+                 and frame_size[1] >= 2 * network_size[1]) else 1
+
+
+def decode_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+                      network_size: Optional[Tuple[int, int]] = None
+                      ) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """
+    Decode a ``CompressedImage`` (JPEG or PNG) into an RGB array; return it and the frame size.
+
+    The frame's (height, width) is read from the header first: a frame above ``max_pixels`` is
+    refused before a pixel is decoded. With ``network_size`` (height, width) a JPEG at least twice
+    that size is decoded at half size by libjpeg's DCT scaling (about 3x faster); the returned
+    frame size is still the full one, at which outputs are made.
+    """
+    buf = np.frombuffer(data, np.uint8)
+    if buf.size == 0:
+        raise RegsegError(f'compressed image ({fmt!r}) is empty')
+    size = compressed_size(buf)
+    if size is None:
+        raise RegsegError(
+            f'compressed image of {buf.size} bytes with format {fmt!r} has no JPEG or PNG header: '
+            'the data is corrupt or truncated, or not JPEG/PNG')
+    check_pixels(size[1], size[0], max_pixels, f'compressed image ({fmt!r})')
+    if size[0] <= 0 or size[1] <= 0:
+        raise RegsegError(f'compressed image header claims an empty size {size[1]}x{size[0]}')
+    reduced = jpeg_size(buf) is not None and reduce_factor(size, network_size) == 2
+    img = _imdecode(buf, cv2.IMREAD_REDUCED_COLOR_2 if reduced else cv2.IMREAD_COLOR)
+    expected = ((size[0] + 1) // 2, (size[1] + 1) // 2) if reduced else size
+    if img is None or abs(img.shape[0] - expected[0]) > 1 or abs(img.shape[1] - expected[1]) > 1:
+        raise RegsegError(
+            f'cannot decode compressed image of {buf.size} bytes with format {fmt!r} '
+            f'(header: {size[1]}x{size[0]}): the data is corrupt or truncated')
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), size
 
 
 def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:

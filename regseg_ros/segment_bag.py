@@ -30,13 +30,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from regseg_ros.backends import BackendConfig, CHOICES as BACKEND_CHOICES, create_backend
-from regseg_ros.cli import parse_size
+from regseg_ros.cli import (
+    add_model_arguments, ArgumentParser, build_segmenter, err as _err, format_size,
+    RUNTIME_ERROR)
 from regseg_ros.errors import RegsegError
 from regseg_ros.imaging import (
-    blend, colorize, decode_compressed, decode_compressed_reduced, decode_image, jpeg_size,
-    resize_rgb)
-from regseg_ros.labels import get_label_set, LABEL_SETS
+    blend, colorize, decode_compressed, decode_image, DEFAULT_MAX_INPUT_PIXELS, resize_rgb)
 from regseg_ros.progress import Progress
 from regseg_ros.segmenter import Segmenter
 
@@ -53,67 +52,6 @@ MAX_REPORTS_PER_TOPIC = 10
 PENDING_BYTES = 256 * 2**20   # flush a partial batch when this much waits for the next frame
 DEFAULT_NETWORK_SIZE = (512, 1024)
 _END, _COMMIT, _ABORT = object(), object(), object()
-
-
-# -- command-line helpers shared with ``evaluate`` ---------------------------------------------
-
-class ArgumentParser(argparse.ArgumentParser):
-    """An argparse parser whose usage errors exit with status 1, like every other error."""
-
-    def error(self, message):
-        """Print usage and the message, then exit 1."""
-        self.print_usage(sys.stderr)
-        self.exit(1, f'{self.prog}: error: {message}\n')
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, default_size: str,
-                        default_label_set: str = 'cityscapes') -> None:
-    """Add the options that choose and load the network (shared by the bag and dataset tools)."""
-    from regseg_ros.model import VARIANTS
-    group = parser.add_argument_group('model')
-    group.add_argument('--model', default='exp48_decoder26', choices=sorted(VARIANTS),
-                       help='RegSeg variant of the checkpoint (default: %(default)s)')
-    group.add_argument('--weights', default='',
-                       help='checkpoint: a path, an https:// URL or a released checkpoint name')
-    group.add_argument('--allow-untrained', action='store_true',
-                       help='run random weights when --weights is empty (demos and tests only)')
-    group.add_argument('--backend', default='torch', choices=BACKEND_CHOICES,
-                       help='inference backend (default: %(default)s; auto picks the fastest)')
-    group.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N (default: cpu)')
-    group.add_argument('--precision', default='fp32', choices=('fp32', 'fp16'),
-                       help='fp32, or fp16 on CUDA (default: fp32)')
-    group.add_argument('--network-size', type=parse_size, default=None, metavar='HxW',
-                       help=f'network input size, frames are resized to it (default: '
-                       f'{default_size})')
-    group.add_argument('--label-set', default=None, choices=sorted(LABEL_SETS),
-                       help=f'classes the checkpoint predicts (default: {default_label_set})')
-    group.add_argument('--cache-dir', default=None,
-                       help='where downloaded weights are kept (default: ~/.cache/regseg_ros)')
-
-
-def build_segmenter(args: argparse.Namespace, label_set: str, network_size: Tuple[int, int],
-                    drivable_classes: Optional[Sequence[str]] = None,
-                    log: Callable[[str], None] = print) -> Segmenter:
-    """Load the backend the parsed model options describe and wrap it in a Segmenter."""
-    labels = get_label_set(label_set)
-    if drivable_classes:
-        labels.class_ids(drivable_classes)  # reject an unknown name before loading the model
-    config = BackendConfig(
-        model=args.model, num_classes=labels.num_classes, weights=args.weights,
-        allow_untrained=args.allow_untrained, device=args.device, precision=args.precision,
-        input_size=tuple(network_size), cache_dir=args.cache_dir)
-    if not args.weights and args.allow_untrained:
-        log('warning: no --weights: running an UNTRAINED RegSeg (--allow-untrained); its '
-            'labels are meaningless')
-    backend = create_backend(args.backend, config, log=log)
-    segmenter = Segmenter(backend, labels, drivable_classes or None, output_resolution='input')
-    backend.warmup()
-    return segmenter
-
-
-def _err(message: str) -> None:
-    sys.stderr.write(message.rstrip('\n') + '\n')
-    sys.stderr.flush()
 
 
 # -- the bag job -----------------------------------------------------------------------------
@@ -237,7 +175,9 @@ class BagSegmenter:
     """Plan (topics, outputs, storage) on construction; :meth:`run` segments and writes."""
 
     def __init__(self, src, dst, topics: Optional[Sequence[str]] = None, overlay: bool = False,
-                 storage: Optional[str] = None, overwrite: bool = False):
+                 storage: Optional[str] = None, overwrite: bool = False,
+                 max_pixels: int = DEFAULT_MAX_INPUT_PIXELS):
+        self.max_pixels = max_pixels
         (self.rosbag2, self.typesys, self.interfaces, self.BagReader,
          self.BagWriter) = _rosbags()
         self.src, self.dst = Path(src), Path(dst)
@@ -361,9 +301,8 @@ class BagSegmenter:
         backend = segmenter.backend
         # The torch CPU backend shrinks each frame to the network size with resize_rgb first
         # thing; the decoder threads do that instead, off the inference thread (same pixels).
-        self._net_size = (tuple(backend.config.input_size)
-                          if backend.name == 'torch' and str(backend.config.device) == 'cpu'
-                          else None)
+        self._net_size = tuple(backend.config.input_size)
+        self._pre_resize = backend.name == 'torch' and str(backend.config.device) == 'cpu'
         self._reports: Dict[str, int] = {}
         bar = Progress(total=self.total_frames or None, desc='segment_bag', enabled=progress)
         self._bar = bar
@@ -455,22 +394,17 @@ class BagSegmenter:
         """Return (header, frame size, network input, full frame if --overlay needs it)."""
         # A memoryview: rosbags slices the CDR payload off it, which copies a bytes object.
         msg = self.read_store.deserialize_cdr(memoryview(raw), conn.msgtype)
-        size = jpeg_size(msg.data) if conn.msgtype == COMPRESSED else None
-        if (size and self._net_size and 'overlay' not in self.outputs
-                and 2 * self._net_size[0] <= size[0] and 2 * self._net_size[1] <= size[1]):
-            # The network sees at most half the frame: let libjpeg decode at half size (about
-            # 3x faster); labels are still written at the frame's own size.
-            net = resize_rgb(decode_compressed_reduced(msg.format, msg.data, *size),
-                             *self._net_size)
-            return msg.header, size, net, None
+        # Decoding depends on the network size alone (a large JPEG is decoded at half size), as
+        # in the node: a frame's labels do not change with the outputs asked for.
         if conn.msgtype == COMPRESSED:
-            rgb = decode_compressed(msg.format, msg.data)
+            rgb, size = decode_compressed(msg.format, msg.data, self.max_pixels, self._net_size)
         else:
             rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                               bool(msg.is_bigendian))
-        net = resize_rgb(rgb, *self._net_size) if self._net_size else rgb
+                               bool(msg.is_bigendian), self.max_pixels)
+            size = rgb.shape[:2]
+        net = resize_rgb(rgb, *self._net_size) if self._pre_resize else rgb
         keep = rgb if 'overlay' in self.outputs else None
-        return msg.header, rgb.shape[:2], net, keep
+        return msg.header, size, net, keep
 
     @staticmethod
     def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
@@ -667,8 +601,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help='replace OUT if it exists (only a folder of bag files is deleted)')
     parser.add_argument('--decode-threads', type=int, default=None, metavar='N',
                         help='threads decoding frames ahead of inference (default: CPUs, 2..8)')
+    parser.add_argument('--max-input-pixels', type=int, default=DEFAULT_MAX_INPUT_PIXELS,
+                        metavar='N', help='refuse frames larger than N pixels before decoding '
+                        '(decompression bombs); 0: no limit (default: %(default)s)')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
-    add_model_arguments(parser, 'x'.join(map(str, DEFAULT_NETWORK_SIZE)))
+    add_model_arguments(parser, format_size(DEFAULT_NETWORK_SIZE))
     return parser
 
 
@@ -679,21 +616,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    for option, value in (('--batch', args.batch), ('--decode-threads', args.decode_threads)):
-        if value is not None and value < 1:
+    for option, value, least in (('--batch', args.batch, 1),
+                                 ('--decode-threads', args.decode_threads, 1),
+                                 ('--max-input-pixels', args.max_input_pixels, 0)):
+        if value is not None and value < least:
             parser.print_usage(sys.stderr)
-            _err(f'segment_bag: error: {option} {value} must be at least 1')
-            return 1
+            _err(f'segment_bag: error: {option} {value} must be at least {least}')
+            return 2
     drivable = ([c.strip() for c in args.drivable_classes.split(',') if c.strip()]
                 if args.drivable_classes is not None else None)
     try:
         job = BagSegmenter(args.input, args.output, topics=args.topics, overlay=args.overlay,
-                           storage=args.storage, overwrite=args.overwrite)
+                           storage=args.storage, overwrite=args.overwrite,
+                           max_pixels=args.max_input_pixels)
         if drivable is not None and not drivable:
             raise RegsegError('--drivable-classes is empty: name at least one class, e.g. road')
         size = args.network_size or DEFAULT_NETWORK_SIZE
         _err(f'segment_bag: {job.total_frames} frames on {len(job.inputs)} topic(s) of '
-             f'{args.input}, network input {size[0]}x{size[1]}')
+             f'{args.input}, network input {format_size(size)}')
         segmenter = build_segmenter(args, args.label_set or 'cityscapes', size, drivable,
                                     log=lambda m: _err(f'segment_bag: {m}'))
         summary = job.run(segmenter, batch=args.batch, progress=not args.no_progress,

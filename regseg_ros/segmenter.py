@@ -46,18 +46,25 @@ class Segmenter:
             raise RegsegError(f'overlay_alpha {alpha!r} must be within [0, 1]')
         self.overlay_alpha = float(alpha)
 
-    def _output_size(self, image: np.ndarray):
+    def _output_size(self, frame_size):
         if self.output_resolution == 'network':
             return tuple(self.backend.config.input_size)
-        return image.shape[:2]
+        return tuple(frame_size[:2])
 
-    def segment(self, images: Sequence[np.ndarray],
-                outputs: Collection[str] = OUTPUTS) -> List[Dict[str, np.ndarray]]:
-        """Segment RGB frames; return, per frame, only the ``outputs`` asked for."""
+    def segment(self, images: Sequence[np.ndarray], outputs: Collection[str] = OUTPUTS,
+                frame_sizes: Optional[Sequence[Sequence[int]]] = None
+                ) -> List[Dict[str, np.ndarray]]:
+        """
+        Segment RGB frames; return, per frame, only the ``outputs`` asked for.
+
+        ``frame_sizes`` gives each frame's (height, width) where the image was decoded smaller
+        (a JPEG at half size): outputs are made at the frame's size all the same.
+        """
         unknown = set(outputs) - set(OUTPUTS)
         if unknown:
             raise RegsegError(f'unknown outputs {sorted(unknown)}: choose from {list(OUTPUTS)}')
-        sizes = [self._output_size(img) for img in images]
+        frame_sizes = frame_sizes or [img.shape for img in images]
+        sizes = [self._output_size(size) for size in frame_sizes]
         preds = self.backend.infer(images, sizes, with_confidence='confidence' in outputs)
         results = []
         for img, size, pred in zip(images, sizes, preds):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from regseg_ros import RegsegError
 from regseg_ros.imaging import (
-    blend, decode_compressed, decode_compressed_reduced, decode_image, jpeg_size, resize_labels,
+    blend, check_pixels, compressed_size, decode_compressed, decode_image, jpeg_size,
+    png_size, resize_labels,
     resize_rgb)
 
 RNG = np.random.default_rng(0)
@@ -105,17 +106,18 @@ def test_compressed_jpeg_and_png_round_trip():
     big = np.dstack([np.tile(ramp, (48, 1)), np.tile(ramp[::-1], (48, 1)),
                      np.full((48, 64), 90, np.uint8)])
     ok, png = cv2.imencode('.png', cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
-    assert np.array_equal(decode_compressed('png', png.tobytes()), big)
+    assert np.array_equal(decode_compressed('png', png.tobytes())[0], big)
     ok, jpg = cv2.imencode('.jpg', cv2.cvtColor(big, cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_JPEG_QUALITY, 98])
-    assert np.abs(decode_compressed('jpeg', jpg.tobytes()).astype(int) - big).mean() < 3
+    assert np.abs(decode_compressed('jpeg', jpg.tobytes())[0].astype(int) - big).mean() < 3
 
 
 def test_corrupt_and_empty_compressed():
     with pytest.raises(RegsegError, match=r"compressed image \('jpeg'\) is empty"):
         decode_compressed('jpeg', b'')
-    with pytest.raises(RegsegError, match=r'cannot decode compressed image of 10 bytes with '
-                                          r"format 'jpeg': the data is corrupt or truncated"):
+    with pytest.raises(RegsegError, match=r"compressed image of 10 bytes with format 'jpeg' has "
+                                          r'no JPEG or PNG header: the data is corrupt or '
+                                          r'truncated'):
         decode_compressed('jpeg', b'\xff\xd8\xff' + bytes(7))
 
 
@@ -137,9 +139,47 @@ def test_jpeg_size_reads_the_frame_header_and_half_size_decode_matches():
     assert jpeg_size(jpg.tobytes()) == (67, 130)
     ok, png = cv2.imencode('.png', img)
     assert jpeg_size(png.tobytes()) is None and jpeg_size(b'') is None
-    half = decode_compressed_reduced('jpeg', jpg.tobytes(), 67, 130)
-    assert half.shape == (34, 65, 3)
-    full = resize_rgb(decode_compressed('jpeg', jpg.tobytes()), 34, 65)
-    assert np.abs(half.astype(int) - full).mean() < 3
+    assert png_size(png.tobytes()) == (67, 130) and png_size(jpg.tobytes()) is None
+    assert compressed_size(png.tobytes()) == compressed_size(jpg.tobytes()) == (67, 130)
+    # A network at most half the frame: libjpeg decodes at half size; the frame size is kept.
+    half, size = decode_compressed('jpeg', jpg.tobytes(), network_size=(33, 65))
+    assert half.shape == (34, 65, 3) and size == (67, 130)
+    full, size = decode_compressed('jpeg', jpg.tobytes(), network_size=(34, 65))
+    assert full.shape == (67, 130, 3) and size == (67, 130)
+    assert np.abs(half.astype(int) - resize_rgb(full, 34, 65)).mean() < 3
+    # PNG has no DCT scaling: always full size.
+    assert decode_compressed('png', png.tobytes(), network_size=(8, 8))[0].shape == (67, 130, 3)
     with pytest.raises(RegsegError, match='cannot decode compressed image'):
-        decode_compressed_reduced('jpeg', jpg.tobytes()[:300], 67, 130)
+        decode_compressed('jpeg', jpg.tobytes()[:300], network_size=(33, 65))
+
+
+def _jpeg_claiming(width, height):
+    """A tiny real JPEG whose frame header is rewritten to claim ``width`` x ``height``."""
+    ok, jpg = cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))
+    data = bytearray(jpg.tobytes())
+    i = 2
+    while data[i + 1] not in (0xC0, 0xC1, 0xC2):
+        i += 2 + (data[i + 2] << 8 | data[i + 3])
+    data[i + 5:i + 9] = bytes([height >> 8, height & 255, width >> 8, width & 255])
+    return bytes(data)
+
+
+def test_decompression_bombs_are_refused_from_the_header_before_decoding():
+    bomb = _jpeg_claiming(30000, 30000)
+    assert len(bomb) < 1000 and jpeg_size(bomb) == (30000, 30000)
+    with pytest.raises(RegsegError, match=r"compressed image \('jpeg'\) of 30000x30000 = "
+                                          r'900.0 MP exceeds max_input_pixels = 64000000 '
+                                          r'\(64.0 MP\): refused before decoding'):
+        decode_compressed('jpeg', bomb)
+    ok, png = cv2.imencode('.png', np.zeros((8, 8, 3), np.uint8))
+    data = bytearray(png.tobytes())
+    data[16:24] = (40000).to_bytes(4, 'big') + (20000).to_bytes(4, 'big')
+    with pytest.raises(RegsegError, match=r'of 40000x20000 = 800.0 MP exceeds max_input_pixels'):
+        decode_compressed('png', bytes(data))
+    with pytest.raises(RegsegError, match=r'exceeds max_input_pixels = 100 '):
+        decode_compressed('jpeg', _jpeg_claiming(11, 10), max_pixels=100)
+    # Raw images obey the same limit (their buffer is already in memory, the RGB copy is not).
+    with pytest.raises(RegsegError, match=r'image of 20x10 = 0.0 MP exceeds max_input_pixels'):
+        decode_image('mono8', 10, 20, 20, bytes(200), max_pixels=199)
+    check_pixels(20, 10, 200)
+    check_pixels(20, 10, 0)  # 0: no limit

@@ -95,7 +95,7 @@ def check_io(trt, engine, input_size: Tuple[int, int], num_classes: int, source:
             f'{source} takes input {in_shape}, but the network size is {w}x{h} (expects '
             f'{(1, 3, h, w)}): set network_height/network_width to the size of the engine, '
             'or '
-            f'rebuild it with build_engine --network-size {h}x{w}')
+            f'rebuild it with build_engine --network-size {w}x{h}')
     out_shape = tuple(engine.get_tensor_shape(OUTPUT_NAME))
     if len(out_shape) != 4 or out_shape[1] != num_classes:
         raise RegsegError(
@@ -245,7 +245,7 @@ class TensorRTBackend(Backend):
         cfg, trt = self.config, self.trt
         h, w = cfg.input_size
         rebuild = (f'ros2 run regseg_ros build_engine --model {cfg.model} --weights <checkpoint> '
-                   f'--precision {cfg.precision} --network-size {h}x{w} --output {path}')
+                   f'--precision {cfg.precision} --network-size {w}x{h} --output {path}')
         if not path.is_file():
             raise RegsegError(
                 f'engine_path {str(path)!r} does not exist: build it with `{rebuild}`, or leave '

@@ -63,8 +63,8 @@ def load_regseg(config) -> torch.nn.Module:
     else:
         raise RegsegError(
             'weights is empty: pass a checkpoint path, an https:// URL or a released checkpoint '
-            "name (e.g. 'cityscapes_exp48_trainval'); allow_untrained: true runs random "
-            'weights for demos and tests only')
+            "name (e.g. 'cityscapes_exp48_trainval'); allowing untrained weights runs random "
+            'weights, for demos and tests only')
     return model
 
 
