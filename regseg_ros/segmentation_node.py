@@ -6,6 +6,8 @@ only the newest frame; one worker thread segments and publishes, so latency stay
 plus a little, however fast the camera is.
 """
 
+import re
+import signal
 import sys
 import threading
 import time
@@ -16,7 +18,8 @@ from rcl_interfaces.msg import (
     FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult)
 import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import (
+    InvalidServiceNameException, InvalidTopicNameException, ParameterException)
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
@@ -24,7 +27,7 @@ from rclpy.qos import (
 from regseg_ros.backends import (
     BackendConfig, CHOICES as BACKEND_CHOICES, create_backend, OPTIONS)
 from regseg_ros.errors import RegsegError
-from regseg_ros.imaging import decode_compressed, decode_image
+from regseg_ros.imaging import decode_compressed, decode_image, DEFAULT_MAX_INPUT_PIXELS
 from regseg_ros.labels import get_label_set, LABEL_SETS
 from regseg_ros.model import VARIANTS
 from regseg_ros.segmenter import OUTPUTS, RESOLUTIONS, Segmenter
@@ -67,6 +70,55 @@ STRING_PARAMS = {
 }
 
 
+# name, default, description, (low, high) or None; every other parameter is a string
+OTHER_PARAMS = (
+    ('allow_untrained', False,
+     'Run with random weights when weights is empty (demos and tests only)', None),
+    ('network_height', 512, 'Network input height in pixels (frames are resized to it)',
+     (64, 4096)),
+    ('network_width', 1024, 'Network input width in pixels', (64, 8192)),
+    ('max_input_pixels', DEFAULT_MAX_INPUT_PIXELS,
+     'Refuse frames larger than this many pixels before decoding them (decompression bombs); '
+     '0: no limit', (0, 1 << 40)),
+    ('output_qos_depth', 1, 'Output queue depth (keep last N)', (1, 100)),
+    ('workspace_mb', 0,
+     'tensorrt: builder workspace limit in MiB (0: TensorRT default; set on Jetson)',
+     (0, 1 << 20)),
+    ('cuda_graph', False,
+     'torch on CUDA: capture the network in a CUDA graph for the fixed input size', None),
+    ('cpu_threads', 0, 'Torch CPU threads (0: torch default, one per core)', (0, 256)),
+    ('max_rate_hz', 0.0, 'Segment at most this many frames per second (0: as fast as possible)',
+     (0.0, 1000.0)),
+    ('overlay_alpha', 0.5, 'Weight of the class colours in ~/overlay', (0.0, 1.0)),
+)
+RUNTIME_PARAMS = frozenset(('max_rate_hz', 'overlay_alpha', 'max_input_pixels',
+                            'drivable_classes', 'output_resolution'))
+
+
+class StartupError(Exception):
+    """A configuration error at start-up, with the logger of the node it stopped."""
+
+    def __init__(self, reason: str, logger):
+        super().__init__(reason)
+        self.logger = logger
+
+
+def _type_hint(error: str) -> str:
+    """Return a hint for rclpy's parameter error text: the type it expected, with an example."""
+    if "expecting type 'DOUBLE'" in error:
+        return ' (floating-point parameters need a decimal point, e.g. 15.0)'
+    if "expecting type 'INTEGER'" in error:
+        return ' (integer parameters take a whole number without a decimal point, e.g. 512)'
+    if "expecting type 'BOOL'" in error:
+        return ' (true or false)'
+    if "expecting type 'STRING_ARRAY'" in error:
+        return " (a list of strings, e.g. '[road, sidewalk]')"
+    if 'range' in error.lower() or 'InvalidParameterValue' in error:
+        return (' (the value is outside the allowed range: `ros2 param describe` or '
+                '`segmentation_node --help` lists it)')
+    return ''
+
+
 def _descriptor(description, read_only=False, choices=None, **ranges):
     text = description + (f' (one of: {", ".join(choices)})' if choices else '')
     return ParameterDescriptor(description=text, read_only=read_only,
@@ -106,12 +158,21 @@ class SegmentationNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('regseg', **kwargs)
+        self._worker = None
+        try:
+            self._setup()
+        except RegsegError as exc:
+            raise StartupError(str(exc), self.get_logger()) from None
+        except (InvalidTopicNameException, InvalidServiceNameException) as exc:
+            raise StartupError(f'{exc}: fix the -r remap or the namespace (topic names are '
+                               'letters, digits, _ and /)', self.get_logger()) from None
+
+    def _setup(self) -> None:
         try:
             self._declare_parameters()
         except ParameterException as exc:
-            raise RegsegError(f'{exc}: fix the value in the params file or the -p override '
-                              '(floating-point parameters need a decimal point, e.g. 15.0)'
-                              ) from None
+            raise RegsegError(f'{exc}: fix the value in the params file or the -p override'
+                              f'{_type_hint(str(exc))}') from None
         unknown = sorted(name for name in getattr(self, '_parameter_overrides', {})
                          if name not in self._parameters and not name.startswith('qos_overrides.'))
         if unknown:
@@ -144,6 +205,8 @@ class SegmentationNode(Node):
                                    p['overlay_alpha'], p['output_resolution'])
         self.backend.warmup()
         self.max_rate_hz = p['max_rate_hz']
+        self.max_input_pixels = p['max_input_pixels']
+        self._network_size = tuple(config.input_size)
 
         out_qos = _qos(p['output_qos'], p['output_qos_depth'])
         self.outputs = {name: self.create_publisher(Image, f'~/{name}', out_qos)
@@ -173,6 +236,7 @@ class SegmentationNode(Node):
         self._forward_time = SampleWindow()
         self._stamp_age = SampleWindow()
         self._last_error = ''
+        self._last_rejected = False
         self._reported: Dict[str, int] = {}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Diagnostics tick on the steady clock: a paused bag (use_sim_time) must not stop them.
@@ -191,27 +255,11 @@ class SegmentationNode(Node):
     def _declare_parameters(self) -> None:
         for name, (default, doc, choices, read_only) in STRING_PARAMS.items():
             self.declare_parameter(name, default, _descriptor(doc, read_only, choices))
-        self.declare_parameter('allow_untrained', False, _descriptor(
-            'Run with random weights when weights is empty (demos and tests only)', True))
-        self.declare_parameter('network_height', 512, _descriptor(
-            'Network input height in pixels (frames are resized to it)', True,
-            **_int_range(64, 4096)))
-        self.declare_parameter('network_width', 1024, _descriptor(
-            'Network input width in pixels', True, **_int_range(64, 8192)))
-        self.declare_parameter('output_qos_depth', 1, _descriptor(
-            'Output queue depth (keep last N)', True, **_int_range(1, 100)))
-        self.declare_parameter('workspace_mb', 0, _descriptor(
-            'tensorrt: builder workspace limit in MiB (0: TensorRT default; set on Jetson)', True,
-            **_int_range(0, 1 << 20)))
-        self.declare_parameter('cuda_graph', False, _descriptor(
-            'torch on CUDA: capture the network in a CUDA graph for the fixed input size', True))
-        self.declare_parameter('cpu_threads', 0, _descriptor(
-            'Torch CPU threads (0: torch default, one per core)', True, **_int_range(0, 256)))
-        self.declare_parameter('max_rate_hz', 0.0, _descriptor(
-            'Segment at most this many frames per second (0: as fast as possible)',
-            **_float_range(0.0, 1000.0)))
-        self.declare_parameter('overlay_alpha', 0.5, _descriptor(
-            'Weight of the class colours in ~/overlay', **_float_range(0.0, 1.0)))
+        for name, default, doc, limits in OTHER_PARAMS:
+            ranges = ({} if limits is None else _float_range(*limits)
+                      if isinstance(default, float) else _int_range(*limits))
+            self.declare_parameter(name, default, _descriptor(
+                doc, name not in RUNTIME_PARAMS, **ranges))
         label_set = get_label_set(self.get_parameter('label_set').value)
         self.declare_parameter('drivable_classes', list(label_set.default_drivable), _descriptor(
             f'Class names ~/drivable_mask marks 255, e.g. [road] (classes of {label_set.name}: '
@@ -250,6 +298,8 @@ class SegmentationNode(Node):
                     self.segmenter.output_resolution = param.value
                 elif param.name == 'max_rate_hz':
                     self.max_rate_hz = param.value
+                elif param.name == 'max_input_pixels':
+                    self.max_input_pixels = param.value
         return SetParametersResult(successful=True)
 
     # -- frames -------------------------------------------------------------------------------
@@ -297,32 +347,46 @@ class SegmentationNode(Node):
             self._count('idle')  # nobody listens: skip decode and inference
             return
         try:
+            # The same decode as segment_bag (a large JPEG at half size, decided by the network
+            # size alone): a frame gets the same labels live and offline.
             if isinstance(msg, CompressedImage):
-                rgb = decode_compressed(msg.format, msg.data)
+                rgb, size = decode_compressed(msg.format, msg.data, self.max_input_pixels,
+                                              self._network_size)
             else:
                 rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                                   bool(msg.is_bigendian))
+                                   bool(msg.is_bigendian), self.max_input_pixels)
+                size = rgb.shape[:2]
         except RegsegError as exc:
-            self._count('rejected')
-            self._last_error = f'rejected frame: {exc}'
+            with self._cond:
+                self._counts['rejected'] += 1
+                self._last_error = f'rejected frame: {exc}'
+                self._last_rejected = True
             self.get_logger().warning(f'rejected frame (stamp {msg.header.stamp.sec}.'
                                       f'{msg.header.stamp.nanosec:09d}): {exc}',
                                       throttle_duration_sec=THROTTLE_S)
             return
         t0 = time.monotonic()
         try:
-            result = self.segmenter.segment([rgb], wanted)[0]
+            result = self.segmenter.segment([rgb], wanted, [size])[0]
         except Exception as exc:  # noqa: B902 keep serving: a failed frame must not stop the node
             self._count('errors')
             self._last_error = f'inference failed: {type(exc).__name__}: {exc}'
             self.get_logger().error(self._last_error, throttle_duration_sec=THROTTLE_S)
             return
         t1 = time.monotonic()
-        for name, array in result.items():
-            self.outputs[name].publish(image_msg(msg.header, array, OUTPUT_ENCODINGS[name]))
+        try:
+            for name, array in result.items():
+                self.outputs[name].publish(image_msg(msg.header, array, OUTPUT_ENCODINGS[name]))
+        except Exception:  # noqa: B902
+            # Ctrl-C during inference: rclpy's signal handler has shut the context down before
+            # the main thread could stop this worker. The frame is dropped; that is the stop.
+            if self.context.ok() and not self._stopping:
+                raise
+            return
         done = time.monotonic()
         stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         with self._cond:
+            self._last_rejected = False
             self._counts['processed'] += 1
             self._out_rate.add(done)
             self._infer_time.add(t1 - t0)
@@ -349,6 +413,7 @@ class SegmentationNode(Node):
                 'stamp_age_ms_p50': self._stamp_age.percentile(50) * 1e3,
             }
             last_error = self._last_error
+            last_rejected = self._last_rejected
         # ERROR / WARN for what happened since the previous report, not forever after.
         new = {k: counts[k] - self._reported.get(k, 0) for k in counts}
         self._reported = counts
@@ -357,10 +422,11 @@ class SegmentationNode(Node):
             level, message = DiagnosticStatus.ERROR, last_error
         elif counts['received'] == 0:
             level, message = DiagnosticStatus.WARN, 'no input frames yet'
-        elif values['input_rate_hz'] == 0:
-            level, message = DiagnosticStatus.WARN, 'no input frames in the last seconds'
         elif new['rejected']:
             level, message = DiagnosticStatus.WARN, last_error
+        elif values['input_rate_hz'] == 0:
+            level, message = DiagnosticStatus.WARN, 'no input frames in the last seconds' + (
+                f'; the last one was {last_error}' if last_rejected else '')
         info = self.backend.describe()
         kv = [KeyValue(key=k, value=str(v)) for k, v in info.items()]
         kv += [KeyValue(key=k, value=f'{v:.2f}') for k, v in values.items()]
@@ -380,13 +446,67 @@ class SegmentationNode(Node):
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._worker.join(timeout=10.0)
-        self.backend.close()
+        if self._worker is not None:
+            self._worker.join(timeout=60.0)  # one inference at most
+            self.backend.close()
+
+
+CONFIG_ERROR = 2   # start-up configuration error: launch files do not respawn on it
+
+
+def usage() -> str:
+    """Return ``--help`` text: how to run the node and every parameter with its default."""
+    lines = [
+        'usage: ros2 run regseg_ros segmentation_node [--ros-args -p NAME:=VALUE '
+        '--params-file FILE -r image:=TOPIC ...]',
+        '',
+        'RegSeg semantic segmentation of one camera. Subscribes to `image` (sensor_msgs/Image) '
+        'or `<image>/compressed`;',
+        'publishes ~/labels, ~/drivable_mask, ~/color, ~/overlay, ~/confidence and /diagnostics.',
+        'Exit status: 0 on SIGINT/SIGTERM, 2 on a configuration error at start-up (one FATAL '
+        'line says why).',
+        '',
+        'parameters (default; * = changeable at run time):',
+    ]
+    rows = [(name, repr(default), doc) for name, (default, doc, _c, _ro) in STRING_PARAMS.items()]
+    rows += [(name, repr(default), doc) for name, default, doc, _limits in OTHER_PARAMS]
+    rows.append(('drivable_classes', "['road']", 'Class names ~/drivable_mask marks 255'))
+    for name, default, doc in sorted(rows):
+        live = '*' if name in RUNTIME_PARAMS else ' '
+        lines.append(f' {live} {name:22s} {default:20s} {doc}')
+    return '\n'.join(lines)
+
+
+def _ros_args_error(text: str) -> str:
+    """Turn rcl's argument-parsing error into one line naming the argument and the fix."""
+    text = re.sub(r', at /\S+:\d+', '', ' '.join(text.split()))
+    text = text.replace('failed to initialize rcl: ', '')
+    if 'params file' in text:
+        return (f'{text}: a params file is YAML keyed `/**:` (or the node name), then '
+                '`ros__parameters:`, then NAME: VALUE lines')
+    if 'remap rule' in text:
+        return (f'{text}: a remap is FROM:=TO with valid names (letters, digits, _ and /), e.g. '
+                '-r image:=/camera/image_raw')
+    return f'{text}: check --ros-args (-p NAME:=VALUE, -r FROM:=TO, --params-file FILE)'
+
+
+def _fatal(logger, reason: str) -> int:
+    logger.fatal(f'cannot start: {reason}')
+    return CONFIG_ERROR
 
 
 def main(args=None) -> int:
-    """Run the node until SIGINT/SIGTERM (exit 0) or a start-up error (exit 1)."""
-    rclpy.init(args=args)
+    """Run the node until SIGINT/SIGTERM (exit 0) or a start-up configuration error (exit 2)."""
+    argv = list(sys.argv if args is None else args)
+    user_args = argv[1:argv.index('--ros-args')] if '--ros-args' in argv else argv[1:]
+    if '-h' in user_args or '--help' in user_args:
+        print(usage())
+        return 0
+    logger = rclpy.logging.get_logger('regseg')
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # noqa: B902 rcl's own errors: a bad params file, a bad remap
+        return _fatal(logger, _ros_args_error(str(exc)))
     node = None
     code = 0
     try:
@@ -394,15 +514,19 @@ def main(args=None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except RegsegError as exc:
-        rclpy.logging.get_logger('regseg').fatal(f'cannot start: {exc}')
-        code = 1
+    except StartupError as exc:
+        code = _fatal(exc.logger, str(exc))
     except Exception:  # noqa: B902
         # SIGTERM shuts the context down under the executor's wait; rclpy then raises RCLError
         # ('context is not valid') instead of ExternalShutdownException. That is a clean stop.
         if rclpy.ok():
             raise
     finally:
+        # Ctrl-C in a terminal reaches the node twice under ros2 launch (from the terminal and
+        # from launch). A second signal must not interrupt the worker's join: the process would
+        # exit with the worker inside torch ('terminate called without an active exception').
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         if node is not None:
             node.stop()
             node.destroy_node()

@@ -93,8 +93,28 @@ def set_param(peer, name, value, kind):
                 SetParameters.Request(parameters=[ParameterMsg(name=name, value=pv)])).results[0]
 
 
-def latest_status(diags):
-    return {kv.key: kv.value for kv in diags[-1].status[0].values}, diags[-1].status[0]
+def wait_status(peer, diags, predicate, what, node=NODE, since=0, timeout=60.0):
+    """
+    Spin until a diagnostics status of ``node`` received after ``since`` satisfies predicate.
+
+    Return ``(values, status)`` of the first one that does. Diagnostics tick at 1 Hz and a WARN
+    is reported for what is new since the previous tick, so the test looks at every status that
+    arrives, not at whichever happens to be the latest.
+    """
+    found = []
+
+    def match():
+        for array in diags[since:]:
+            for status in array.status:
+                if not status.name.startswith(f'{node}: '):
+                    continue
+                values = {kv.key: kv.value for kv in status.values}
+                if predicate(values, status):
+                    found.append((values, status))
+                    return True
+        return False
+    peer.spin_until(match, timeout, what)
+    return found[0]
 
 
 def test_outputs_carry_header_size_and_encoding(node, peer):
@@ -158,15 +178,22 @@ def test_malformed_frames_are_rejected_and_counted_good_ones_still_served(node, 
     empty.height = empty.width = 0
     empty.data = b''
     before = len(diags)
-    for bad in (truncated, odd, short_step, empty):
-        pub.publish(bad)
-        time.sleep(0.3)  # one at a time, so none is dropped as stale
+
+    def rejected_at_least(n):
+        return lambda: any(int(kv.value) >= n for d in diags[before:] for s in d.status
+                           if s.name.startswith(f'{NODE}: ') for kv in s.values
+                           if kv.key == 'frames_rejected')
+    base = wait_status(peer, diags, lambda v, s: True, 'a status')[0]
+    for i, bad in enumerate((truncated, odd, short_step, empty)):
+        # One at a time, re-sent until counted: a frame replaced before it was processed would
+        # count as dropped, not rejected.
+        peer.publish_until(pub, bad, rejected_at_least(int(base['frames_rejected']) + i + 1),
+                           every=2.0, what=f'bad frame {i} to be counted as rejected')
     wait_outputs(peer, pub, outs, good)
-    peer.spin_until(lambda: len(diags) > before + 1 and
-                    int(latest_status(diags)[0]['frames_rejected']) >= 4, 10, 'diagnostics')
-    values, status = latest_status(diags)
-    assert int(values['frames_rejected']) >= 4
-    assert status.level == status.WARN
+    values, status = wait_status(
+        peer, diags, lambda v, s: int(v['frames_rejected']) >= 4 and s.level == s.WARN,
+        'a WARN status counting the 4 rejected frames', since=before)
+    assert 'rejected frame' in status.message
     for n in OUTPUTS:
         assert not any(stamp_of(m) in {(31, 0), (32, 0), (33, 0), (34, 0)} for m in outs[n])
 
@@ -174,9 +201,8 @@ def test_malformed_frames_are_rejected_and_counted_good_ones_still_served(node, 
 def test_diagnostics_report_rates_latency_and_backend(node, peer):
     _proc, pub, outs, diags = node
     wait_outputs(peer, pub, outs, make_image(scene(), 'rgb8', (40, 0)))
-    peer.spin_until(lambda: diags and float(latest_status(diags)[0]['latency_ms_p50']) > 0,
-                    10, 'diagnostics with latency')
-    values, status = latest_status(diags)
+    values, status = wait_status(peer, diags, lambda v, s: float(v['latency_ms_p50']) > 0,
+                                 'diagnostics with latency')
     assert status.name == f'{NODE}: segmentation'
     assert status.hardware_id == 'torch/cpu'
     assert values['backend'] == 'torch' and values['precision'] == 'fp32'
@@ -237,8 +263,8 @@ def test_frames_faster_than_inference_are_dropped_not_queued(node, peer):
     served = [stamp_of(m) for m in outs['labels'] if stamp_of(m)[0] == 61]
     assert len(served) < len(sent) // 2, served
     assert served == sorted(served)  # newest-first processing never goes back in time
-    peer.spin_until(lambda: int(latest_status(diags)[0]['frames_dropped']) >= len(sent) // 2,
-                    10, 'dropped frames in diagnostics')
+    wait_status(peer, diags, lambda v, s: int(v['frames_dropped']) >= len(sent) // 2,
+                'dropped frames in diagnostics')
     # no backlog: nothing more arrives once the newest frame has been answered
     count = len(outs['labels'])
     end = time.monotonic() + 2.0
@@ -293,11 +319,11 @@ def test_compressed_input_jpeg_png_and_corrupt(compressed_node, peer):
         assert got['labels'].header.frame_id == 'cam_c'
     corrupt = compressed(frame, 'jpeg', (72, 0))
     corrupt.data = corrupt.data[:200]
-    pub.publish(corrupt)
-    time.sleep(0.5)
+    peer.publish_until(pub, corrupt, lambda: 'cannot decode compressed image' in proc.log(),
+                       what='the corrupt frame to be rejected in the log')
+    assert 'rejected frame' in proc.log()
     wait_outputs(peer, pub, outs, compressed(frame, 'jpeg', (73, 0)), ['labels'])
     assert not any(stamp_of(m) == (72, 0) for m in outs['labels'])
-    assert 'rejected frame' in proc.log() and 'cannot decode compressed image' in proc.log()
 
 
 def test_sim_time_stamps_diagnostics_with_the_bag_clock(compressed_node, peer):
@@ -335,13 +361,132 @@ def test_sim_time_stamps_diagnostics_with_the_bag_clock(compressed_node, peer):
      "parameter 'max_rate_hz' to '15' of type 'INTEGER', expecting type 'DOUBLE'"),
     (['-p', 'allow_untrained:=true', '-p', 'overlay_alpha:=2.0'],
      'overlay_alpha'),
+    (['-p', 'allow_untrained:=true', '-p', 'network_height:=12.5'],
+     "expecting type 'INTEGER': network_height: fix the value in the params file or the -p "
+     'override (integer parameters take a whole number without a decimal point, e.g. 512)'),
+    (['-p', 'allow_untrained:=true', '-p', 'network_height:=8'],
+     'network_height'),
+    (['-p', 'allow_untrained:=true', '-r', 'image:=bad topic!'],
+     "Couldn't parse remap rule: '-r image:=bad topic!'"),
+    (['--params-file', '{tmp}/no_ros_parameters.yaml'],
+     "Couldn't parse params file"),
 ])
-def test_startup_errors_exit_nonzero_naming_the_fix(tmp_path, args, expected):
+def test_startup_errors_exit_2_with_one_line_naming_the_fix(tmp_path, args, expected):
     pytest.importorskip('torch')
     import torch
     if 'device:=cuda' in args and torch.cuda.is_available():
         pytest.skip('CUDA is available here')
-    proc = NodeProcess(tmp_path, *args)
-    assert proc.wait(timeout=60) == 1
+    (tmp_path / 'no_ros_parameters.yaml').write_text('regseg:\n  allow_untrained: true\n')
+    proc = NodeProcess(tmp_path, *(a.format(tmp=tmp_path) for a in args))
+    assert proc.wait(timeout=60) == 2, proc.log()
     log = proc.log()
-    assert 'cannot start' in log and expected in log, log
+    assert 'Traceback' not in log, log
+    fatal = [line for line in log.splitlines() if 'cannot start' in line]
+    assert len(fatal) == 1 and expected in fatal[0], log
+    assert '[FATAL]' in fatal[0]
+    if 'network_height:=8' in args:  # a range error says so, not the decimal-point hint
+        assert 'decimal point' not in fatal[0] and 'range' in fatal[0], fatal[0]
+
+
+def test_fatal_line_names_the_node_as_launched(tmp_path):
+    proc = NodeProcess(tmp_path, '-r', '__ns:=/front', '-r', '__node:=seg',
+                       '-p', 'weights:=/nonexistent/regseg.pth')
+    assert proc.wait(timeout=60) == 2, proc.log()
+    assert "[front.seg]: cannot start: weights file '/nonexistent/regseg.pth'" in proc.log()
+
+
+def test_help_lists_the_parameters_and_exits_0(tmp_path):
+    import subprocess
+    from regseg_ros.demo import node_command
+    out = subprocess.run(node_command('segmentation_node') + ['--help'], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith('usage: ros2 run regseg_ros segmentation_node')
+    for name in ('weights', 'max_input_pixels', 'network_width', 'drivable_classes'):
+        assert f' {name} ' in out.stdout, name
+
+
+def test_double_ctrl_c_during_inference_exits_0_without_a_traceback(tmp_path, peer):
+    # A network big enough that a frame is almost always in inference when SIGINT comes.
+    proc = NodeProcess(tmp_path, '-p', 'allow_untrained:=true', '-p', 'network_height:=512',
+                       '-p', 'network_width:=1024', '-r', '__node:=regseg_int',
+                       '-r', 'image:=/cam_int/image_raw', '-p', 'input_qos:=reliable')
+    labels = peer.collect(Image, '/regseg_int/labels')
+    pub = peer.publisher(Image, '/cam_int/image_raw')
+    peer.spin_until(lambda: pub.get_subscription_count() > 0, 60, 'the node to subscribe')
+    frame = scene(256, 512)
+    peer.publish_until(pub, make_image(frame, 'rgb8', (90, 0)), lambda: labels,
+                       what='a first output')
+    # Keep frames coming, so the worker starts the next inference as soon as one ends.
+    for i in range(3):
+        pub.publish(make_image(frame, 'rgb8', (91, i)))
+        peer.executor.spin_once(timeout_sec=0.05)
+    # ros2 launch and the terminal each send SIGINT on Ctrl-C: two, close together.
+    proc.signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0, proc.log()
+    log = proc.log()
+    assert 'Traceback' not in log and 'Exception in thread' not in log, log
+    assert 'terminate called' not in log, log
+
+
+def _jpeg_claiming(width, height):
+    """A tiny real JPEG whose frame header claims ``width`` x ``height``."""
+    ok, jpg = cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))
+    data = bytearray(jpg.tobytes())
+    i = 2
+    while data[i + 1] not in (0xC0, 0xC1, 0xC2):
+        i += 2 + (data[i + 2] << 8 | data[i + 3])
+    data[i + 5:i + 9] = bytes([height >> 8, height & 255, width >> 8, width & 255])
+    return bytes(data)
+
+
+def _proc_status(pid, key):
+    for line in open(f'/proc/{pid}/status'):
+        if line.startswith(key + ':'):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f'{key} not in /proc/{pid}/status')
+
+
+def test_decompression_bombs_are_refused_before_decoding_memory_stays_flat(tmp_path, peer):
+    import resource
+    proc = NodeProcess(tmp_path, '-p', 'allow_untrained:=true', '-p', 'network_height:=128',
+                       '-p', 'network_width:=256', '-r', '__node:=regseg_bomb',
+                       '-r', 'image:=/cam_bomb/image_raw', '-p', 'input_transport:=compressed',
+                       '-p', 'input_qos:=reliable')
+    try:
+        labels = peer.collect(Image, '/regseg_bomb/labels')
+        diags = peer.collect(DiagnosticArray, '/diagnostics')
+        pub = peer.publisher(CompressedImage, '/cam_bomb/image_raw/compressed')
+        peer.spin_until(lambda: pub.get_subscription_count() > 0, 60, 'the node to subscribe')
+        peer.publish_until(pub, compressed(scene(), 'jpeg', (100, 0)), lambda: labels,
+                           what='a normal frame to be segmented')
+        pid = proc.proc.pid
+        # A regression must not take the machine down: cap the node's address space at what it
+        # has now plus 1 GiB (a 30000x30000 decode needs 2.7 GB).
+        cap = _proc_status(pid, 'VmSize') + 2**30
+        resource.prlimit(pid, resource.RLIMIT_AS, (cap, cap))
+        peak = _proc_status(pid, 'VmHWM')
+        bombs = [CompressedImage(format='jpeg', data=_jpeg_claiming(30000, 30000))]
+        ok, png = cv2.imencode('.png', np.zeros((8, 8, 3), np.uint8))
+        png = bytearray(png.tobytes())
+        png[16:24] = (30000).to_bytes(4, 'big') * 2
+        bombs.append(CompressedImage(format='png', data=bytes(png)))
+        for i, bomb in enumerate(bombs):
+            bomb.header.stamp.sec = 101 + i
+            peer.publish_until(pub, bomb, lambda: proc.log().count('exceeds max_input_pixels')
+                               > i, what=f'bomb {i} to be refused')
+        assert ('compressed image (\'jpeg\') of 30000x30000 = 900.0 MP exceeds max_input_pixels'
+                ' = 64000000 (64.0 MP): refused before decoding') in proc.log()
+        assert 'rejected frame' in proc.log()
+        assert _proc_status(pid, 'VmHWM') - peak < 100 * 2**20
+        # Diagnostics say why no frames are coming out: the last one was rejected.
+        wait_status(peer, diags, lambda v, s: 'the last one was rejected frame' in s.message
+                    and 'max_input_pixels' in s.message, 'diagnostics naming the rejection',
+                    node='/regseg_bomb')
+        peer.publish_until(pub, compressed(scene(), 'png', (110, 0)),
+                           lambda: any(stamp_of(m) == (110, 0) for m in labels),
+                           what='a good frame after the bombs')
+    finally:
+        assert proc.stop() == 0, proc.log()
