@@ -1,7 +1,7 @@
 """Label sets: class names, colour palettes, ignore id and default drivable classes."""
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -19,11 +19,16 @@ class LabelSet:
     colors: Tuple[Tuple[int, int, int], ...]
     default_drivable: Tuple[str, ...]
     ignore_id: int = IGNORE_ID
+    # The dataset's own id of each class (Cityscapes' labelIds), where it has one.
+    label_ids: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
         if len(self.classes) != len(self.colors):
             raise RegsegError(f'label set {self.name!r}: {len(self.classes)} classes but '
                               f'{len(self.colors)} colours')
+        if self.label_ids is not None and len(self.label_ids) != len(self.classes):
+            raise RegsegError(f'label set {self.name!r}: {len(self.classes)} classes but '
+                              f'{len(self.label_ids)} label ids')
 
     @property
     def num_classes(self) -> int:
@@ -54,6 +59,37 @@ class LabelSet:
         lut[list(self.class_ids(names))] = 255
         return lut
 
+    def label_id_lut(self) -> np.ndarray:
+        """
+        Return a (256,) uint8 lookup table from class (train) id to the dataset's label id.
+
+        For Cityscapes this is cityscapesscripts' trainId -> id mapping (0 road -> 7, ...,
+        18 bicycle -> 33); the ignore id and unused ids map to 0 (unlabeled).
+        """
+        if self.label_ids is None:
+            raise RegsegError(f'label set {self.name!r} has no dataset label ids: only '
+                              'cityscapes has (write the class ids instead)')
+        lut = np.zeros(256, np.uint8)
+        lut[:self.num_classes] = np.asarray(self.label_ids, np.uint8)
+        return lut
+
+    def ids_from_colors(self, rgb: np.ndarray) -> np.ndarray:
+        """
+        Map a colour-coded (H, W, 3) RGB label image to class ids by the label set's colours.
+
+        A pixel of exactly a class's colour gets that class's id; every other colour (void and
+        the classes outside the set) gets the ignore id.
+        """
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise RegsegError(f'colour label image has shape {rgb.shape}: expected (H, W, 3) RGB')
+        packed = ((rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8)
+                  | rgb[..., 2])
+        ids = np.full(rgb.shape[:2], self.ignore_id, np.uint8)
+        for class_id, (r, g, b) in enumerate(self.colors):
+            ids[packed == ((r << 16) | (g << 8) | b)] = class_id
+        return ids
+
 
 CITYSCAPES = LabelSet(
     name='cityscapes',
@@ -65,6 +101,8 @@ CITYSCAPES = LabelSet(
             (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
             (0, 80, 100), (0, 0, 230), (119, 11, 32)),
     default_drivable=('road',),
+    # cityscapesscripts' labels.py: the id of each trainId (for *_labelIds.png and submissions)
+    label_ids=(7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33),
 )
 
 CAMVID = LabelSet(
@@ -76,6 +114,25 @@ CAMVID = LabelSet(
             (0, 128, 192)),
     default_drivable=('Road',),
 )
+
+# The authors' CamVid order above (RegSeg's 11 classes, colours of the CamVid 32-class list)
+# differs from SegNet's CamVid ids (their ``<split>annot/*.png``; 11 = unlabelled):
+CAMVID_SEGNET_CLASSES = ('Sky', 'Building', 'Column_Pole', 'Road', 'Sidewalk', 'Tree',
+                         'SignSymbol', 'Fence', 'Car', 'Pedestrian', 'Bicyclist')
+CAMVID_SEGNET_UNLABELLED = 11
+
+
+def camvid_segnet_lut() -> np.ndarray:
+    """
+    Return a (256,) uint8 lookup table from SegNet's CamVid ids to :data:`CAMVID`'s ids.
+
+    SegNet's Pole is Column_Pole and its Pavement is Sidewalk; 11 (unlabelled) and every id
+    above it map to the ignore id.
+    """
+    lut = np.full(256, IGNORE_ID, np.uint8)
+    lut[:len(CAMVID_SEGNET_CLASSES)] = CAMVID.class_ids(CAMVID_SEGNET_CLASSES)
+    return lut
+
 
 LABEL_SETS: Dict[str, LabelSet] = {s.name: s for s in (CITYSCAPES, CAMVID)}
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 from regseg_ros import RegsegError
-from regseg_ros.labels import CAMVID, CITYSCAPES, get_label_set, IGNORE_ID
+from regseg_ros.labels import (
+    CAMVID, CAMVID_SEGNET_CLASSES, camvid_segnet_lut, CITYSCAPES, get_label_set, IGNORE_ID)
 
 
 def test_cityscapes_train_ids_and_palette():
@@ -40,3 +41,48 @@ def test_unknown_class_and_set_name_the_choices():
     with pytest.raises(RegsegError, match=r"unknown label set 'ade20k': choose one of "
                                           r"\['camvid', 'cityscapes'\]"):
         get_label_set('ade20k')
+
+
+def test_camvid_follows_the_authors_order_and_the_camvid_colours():
+    assert CAMVID.classes == ('Building', 'Tree', 'Sky', 'Car', 'SignSymbol', 'Road',
+                              'Pedestrian', 'Fence', 'Column_Pole', 'Sidewalk', 'Bicyclist')
+    # the standard colours of these classes in CamVid's 32-class list
+    assert dict(zip(CAMVID.classes, CAMVID.colors)) == {
+        'Building': (128, 0, 0), 'Tree': (128, 128, 0), 'Sky': (128, 128, 128),
+        'Car': (64, 0, 128), 'SignSymbol': (192, 128, 128), 'Road': (128, 64, 128),
+        'Pedestrian': (64, 64, 0), 'Fence': (64, 64, 128), 'Column_Pole': (192, 192, 128),
+        'Sidewalk': (0, 0, 192), 'Bicyclist': (0, 128, 192)}
+
+
+def test_segnet_camvid_ids_map_to_the_authors_order():
+    lut = camvid_segnet_lut()
+    # SegNet: Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian,
+    # Bicyclist, 11 = unlabelled
+    assert lut[:12].tolist() == [2, 0, 8, 5, 9, 1, 4, 7, 3, 6, 10, IGNORE_ID]
+    assert (lut[12:] == IGNORE_ID).all()
+    for segnet_id, name in enumerate(CAMVID_SEGNET_CLASSES):
+        assert CAMVID.classes[lut[segnet_id]] == name
+
+
+def test_colour_labels_map_by_exact_colour_and_ignore_the_rest():
+    rgb = np.zeros((2, 4, 3), np.uint8)
+    rgb[0, 0] = (128, 64, 128)     # Road
+    rgb[0, 1] = (128, 0, 0)        # Building
+    rgb[0, 2] = (0, 128, 192)      # Bicyclist
+    rgb[0, 3] = (128, 0, 192)      # LaneMkgsDriv: not one of the 11 classes
+    rgb[1, 0] = (128, 64, 129)     # off by one: ignored
+    # rgb[1, 1:] stays (0, 0, 0): Void
+    assert CAMVID.ids_from_colors(rgb).tolist() == [[5, 0, 10, IGNORE_ID],
+                                                    [IGNORE_ID] * 4]
+    with pytest.raises(RegsegError, match=r'shape \(2, 4\): expected \(H, W, 3\) RGB'):
+        CAMVID.ids_from_colors(rgb[..., 0])
+
+
+def test_cityscapes_train_ids_map_to_label_ids():
+    lut = CITYSCAPES.label_id_lut()
+    # cityscapesscripts labels.py: road 7, sidewalk 8, building 11, ..., bicycle 33
+    assert lut[:19].tolist() == [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28,
+                                 31, 32, 33]
+    assert lut[IGNORE_ID] == 0
+    with pytest.raises(RegsegError, match="label set 'camvid' has no dataset label ids"):
+        CAMVID.label_id_lut()
