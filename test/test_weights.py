@@ -2,12 +2,15 @@
 
 import hashlib
 import http.server
+import socket
 import threading
+import time
 
 from keylist import released_keys
 import pytest
 from regseg_ros import RegsegError, RegsegWarning
-from regseg_ros.model import build_model, load_weights, released_url
+from regseg_ros.model import (
+    build_model, load_weights, RELEASED_CHECKPOINTS, released_url, resolve_weights)
 from regseg_ros.model.weights import download
 import torch
 
@@ -189,3 +192,183 @@ def test_url_not_found(tmp_path, http_server):
 def test_bad_sha256_argument():
     with pytest.raises(RegsegError, match="sha256 'abc' is not 64 hex digits"):
         download('https://example.invalid/x', sha256='abc')
+
+
+@pytest.fixture
+def raw_server():
+    """Answer every connection on 127.0.0.1 with ``responses[path]`` (raw bytes), then close."""
+    responses = {}
+    server = socket.socket()
+    server.bind(('127.0.0.1', 0))
+    server.listen(8)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _addr = server.accept()
+            except OSError:
+                return
+            with conn:
+                request = conn.recv(65536).decode('latin-1')
+                path = request.split(' ')[1] if request.count(' ') >= 2 else '/'
+                conn.sendall(responses.get(path, b'HTTP/1.1 404 Not Found\r\n'
+                                                  b'Content-Length: 0\r\n\r\n'))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.getsockname()[1]}', responses
+    finally:
+        stop.set()
+        server.close()
+
+
+def http_response(body, length=None):
+    length = len(body) if length is None else length
+    return (f'HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n'
+            .encode() + body)
+
+
+def checkpoint_bytes(tmp_path, seed=0):
+    path = tmp_path / f'ckpt-{seed}'
+    torch.save(training_dict(authors_checkpoint(seed=seed)), path)
+    return path.read_bytes()
+
+
+def cache_files(cache):
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+def test_body_cut_short_is_not_cached_and_says_so(tmp_path, raw_server, capsys):
+    base, responses = raw_server
+    good = checkpoint_bytes(tmp_path)
+    responses['/ckpt'] = http_response(good[:len(good) // 2], length=len(good))
+    cache = tmp_path / 'cache'
+    with pytest.raises(RegsegError) as info:
+        download(f'{base}/ckpt', cache)
+    text = str(info.value)
+    assert f'the server sent {len(good) // 2} of {len(good)} bytes (Content-Length)' in text
+    assert f"nothing was written to '{cache}/" in text and 'run again' in text
+    assert cache_files(cache) == []
+    # the progress line ends before the error is printed: no '(50 %)[FATAL]' glued lines
+    err = capsys.readouterr().err
+    assert err.startswith('\rdownloading weights:') and err.endswith('(50 %)\n')
+    # the next start downloads again instead of failing on a broken cached file
+    responses['/ckpt'] = http_response(good)
+    path = download(f'{base}/ckpt', cache)
+    assert path.read_bytes() == good
+    assert capsys.readouterr().err.endswith('(100 %)\n')
+
+
+def test_complete_response_that_is_not_a_checkpoint_is_not_cached(tmp_path, raw_server):
+    base, responses = raw_server
+    responses['/page'] = http_response(b'<html>Sign in to continue</html>' * 100)
+    cache = tmp_path / 'cache'
+    with pytest.raises(RegsegError, match=r"the file downloaded from '.*/page' cannot be used: it "
+                                          r'is not a PyTorch checkpoint \(.*\); nothing was '
+                                          r"written to '.*page'; check the URL"):
+        download(f'{base}/page', cache, progress=None)
+    assert cache_files(cache) == []
+    torch.save({'epoch': 3}, tmp_path / 'not_weights')
+    responses['/dict'] = http_response((tmp_path / 'not_weights').read_bytes())
+    with pytest.raises(RegsegError, match='cannot be used: it holds neither a state_dict'):
+        download(f'{base}/dict', cache, progress=None)
+    assert cache_files(cache) == []
+
+
+def test_released_name_records_sha256_and_rechecks_it(tmp_path, raw_server, monkeypatch):
+    base, responses = raw_server
+    filename = RELEASED_CHECKPOINTS['cityscapes_exp48_trainval'][0]
+    good = checkpoint_bytes(tmp_path)
+    responses[f'/mirror/{filename}'] = http_response(good)
+    monkeypatch.setenv('REGSEG_RELEASE_URL', f'{base}/mirror/')
+    cache = tmp_path / 'cache'
+    path = resolve_weights('cityscapes_exp48_trainval', cache, progress=None)
+    digest = hashlib.sha256(good).hexdigest()
+    assert path.name.endswith(filename) and path.read_bytes() == good
+    assert cache_files(cache) == sorted([path.name, path.name + '.sha256'])
+    assert (cache / (path.name + '.sha256')).read_text().strip() == digest
+    del responses[f'/mirror/{filename}']  # later loads come from the cache alone
+    assert resolve_weights('cityscapes_exp48_trainval', cache, progress=None) == path
+    # a cached file that changed (even into another valid checkpoint) is refused
+    other = checkpoint_bytes(tmp_path, seed=1)
+    path.write_bytes(other)
+    with pytest.raises(RegsegError) as info:
+        load_weights(build_model('exp48_decoder26'), 'cityscapes_exp48_trainval',
+                     cache_dir=cache, progress=None)
+    text = str(info.value)
+    assert (f"cached weights '{path}' have sha256 {hashlib.sha256(other).hexdigest()}, but "
+            f"'{path}.sha256' recorded {digest} when they were downloaded") in text
+    assert f"delete '{path}' (and '{path.name}.sha256' beside it) and run again" in text
+
+
+def test_cached_file_from_before_hash_records(tmp_path, raw_server):
+    """A broken file a former version cached names itself and the fix; a good one is recorded."""
+    base, responses = raw_server
+    cache = tmp_path / 'cache'
+    good = checkpoint_bytes(tmp_path)
+    responses['/ckpt'] = http_response(good)
+    path = download(f'{base}/ckpt', cache, progress=None)
+    record = path.with_name(path.name + '.sha256')
+    record.unlink()
+    path.write_bytes(good[:1000])
+    with pytest.raises(RegsegError, match=rf"cached weights '{path}' cannot be used: it is not a "
+                                          rf"PyTorch checkpoint .*; delete '{path}'"):
+        download(f'{base}/ckpt', cache, progress=None)
+    path.write_bytes(good)
+    assert download(f'{base}/ckpt', cache, progress=None) == path
+    assert record.read_text().strip() == hashlib.sha256(good).hexdigest()
+
+
+def test_refused_connection_fails_at_once(tmp_path):
+    port = free_port()
+    start = time.monotonic()
+    with pytest.raises(RegsegError, match=r"could not download weights from 'http://127.0.0.1:"
+                                          r".*ConnectionRefusedError.*offline\?"):
+        download(f'http://127.0.0.1:{port}/ckpt', tmp_path / 'cache', progress=None)
+    assert time.monotonic() - start < 2
+
+
+def test_unanswered_connection_times_out_in_seconds(tmp_path):
+    """A host that drops the connection attempt (no network) fails after connect_timeout."""
+    server = socket.socket()
+    server.bind(('127.0.0.1', 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = []
+    for _ in range(4):  # fill the accept queue: further connection attempts go unanswered
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(('127.0.0.1', port))
+        queued.append(sock)
+    try:
+        start = time.monotonic()
+        with pytest.raises(RegsegError, match=r'TimeoutError: no connection to 127.0.0.1:\d+ '
+                                              r'within 1 s .*offline\?'):
+            download(f'http://127.0.0.1:{port}/ckpt', tmp_path / 'cache', progress=None,
+                     connect_timeout=1.0)
+        assert 0.9 < time.monotonic() - start < 3
+    finally:
+        for sock in queued:
+            sock.close()
+        server.close()
+
+
+def test_hanging_host_lookup_times_out_in_seconds(tmp_path, monkeypatch):
+    def slow_lookup(*args, **kwargs):
+        time.sleep(5)
+        raise socket.gaierror(-2, 'Name or service not known')
+
+    monkeypatch.setattr(socket, 'getaddrinfo', slow_lookup)
+    start = time.monotonic()
+    with pytest.raises(RegsegError, match=r'looking up example.invalid took over 1 s'):
+        download('https://example.invalid/ckpt', tmp_path / 'cache', progress=None,
+                 connect_timeout=1.0)
+    assert time.monotonic() - start < 3
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]

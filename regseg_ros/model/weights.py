@@ -1,11 +1,22 @@
-"""Load RegSeg weights from a path or an https:// URL (cached, sha256-verified)."""
+"""
+Load RegSeg weights from a path or an https:// URL (cached, sha256-verified).
+
+A download goes to a temporary file in the cache folder; it enters the cache only when its
+length matches ``Content-Length``, it loads as a checkpoint (``torch.load(weights_only=True)``)
+and, where a sha256 is known, its hash matches. Without a known sha256 (the released short
+names) the hash of the verified download is recorded beside it (``<file>.sha256``) and checked
+on every later load.
+"""
 
 import hashlib
+import http.client
 import os
 from pathlib import Path
-import shutil
+import socket
 import sys
 import tempfile
+import threading
+import time
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 import urllib.error
 import urllib.parse
@@ -17,6 +28,7 @@ import torch
 from torch import nn
 
 RELEASE_URL = 'https://github.com/RolandGao/RegSeg/releases/download/v1.0-alpha/'
+RELEASE_URL_ENV = 'REGSEG_RELEASE_URL'  # a mirror of the release folder (and tests' stand-in)
 
 # The authors' released Cityscapes checkpoints: short name -> (file name, model variant).
 RELEASED_CHECKPOINTS: Dict[str, Tuple[str, str]] = {
@@ -35,14 +47,22 @@ RELEASED_CHECKPOINTS: Dict[str, Tuple[str, str]] = {
 }
 
 CLASSIFIER_KEYS = ('decoder.classifier.weight', 'decoder.classifier.bias')
+CONNECT_TIMEOUT = 5.0  # seconds to look up the host and connect: offline shows in seconds
+READ_TIMEOUT = 60.0    # seconds a connected server may stay silent
+SHA256_SUFFIX = '.sha256'
 _CHUNK = 1 << 20
 
 
 def released_url(name: str) -> str:
-    """Return the download URL of a released checkpoint by short name or file name."""
+    """
+    Return the download URL of a released checkpoint by short name or file name.
+
+    ``$REGSEG_RELEASE_URL`` replaces the release folder (a mirror), e.g. ``http://host/regseg/``.
+    """
+    base = os.environ.get(RELEASE_URL_ENV) or RELEASE_URL
     for short, (filename, _variant) in RELEASED_CHECKPOINTS.items():
         if name in (short, filename):
-            return RELEASE_URL + filename
+            return base.rstrip('/') + '/' + filename
     raise RegsegError(
         f'unknown released checkpoint {name!r}: choose one of {sorted(RELEASED_CHECKPOINTS)}')
 
@@ -63,9 +83,13 @@ def _split_hash(url: str, sha256: Optional[str]) -> Tuple[str, Optional[str]]:
         sha256 = fragment['sha256'][0]
     if sha256 is not None:
         sha256 = sha256.lower()
-        if len(sha256) != 64 or any(c not in '0123456789abcdef' for c in sha256):
+        if not _is_sha256(sha256):
             raise RegsegError(f'sha256 {sha256!r} is not 64 hex digits')
     return urllib.parse.urlunsplit(parsed._replace(fragment='')), sha256
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in '0123456789abcdef' for c in text)
 
 
 def file_sha256(path: os.PathLike) -> str:
@@ -77,6 +101,12 @@ def file_sha256(path: os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def sha256_record(path: os.PathLike) -> Path:
+    """Where the sha256 of a downloaded file is recorded: ``<file>.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + SHA256_SUFFIX)
+
+
 def _stderr_progress(done: int, total: Optional[int]) -> None:
     if total:
         sys.stderr.write(f'\rdownloading weights: {done / 1e6:.1f}/{total / 1e6:.1f} MB '
@@ -86,14 +116,200 @@ def _stderr_progress(done: int, total: Optional[int]) -> None:
     sys.stderr.flush()
 
 
+def _resolve_host(host: str, port: int, timeout: float) -> list:
+    """``getaddrinfo`` bounded by ``timeout`` (a resolver without network can hang far longer)."""
+    result = {}
+
+    def lookup():
+        try:
+            result['infos'] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except OSError as exc:
+            result['error'] = exc
+
+    thread = threading.Thread(target=lookup, name='regseg-dns', daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise socket.timeout(f'looking up {host} took over {timeout:g} s')
+    if 'error' in result:
+        raise result['error']
+    return result['infos']
+
+
+def _create_connection(address, connect_timeout: float, read_timeout: float,
+                       source_address=None) -> socket.socket:
+    """Look up and connect within ``connect_timeout``; then read with ``read_timeout``."""
+    host, port = address
+    deadline = time.monotonic() + connect_timeout
+    last_error: Optional[OSError] = None
+    for family, kind, proto, _name, sockaddr in _resolve_host(host, port, connect_timeout):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            continue
+        sock.settimeout(read_timeout)
+        return sock
+    if isinstance(last_error, socket.timeout) or last_error is None:
+        raise socket.timeout(f'no connection to {host}:{port} within {connect_timeout:g} s')
+    raise last_error
+
+
+def _connection_class(base, connect_timeout: float, read_timeout: float):
+    """Return an http.client connection factory that connects within ``connect_timeout``."""
+
+    def make(host, **kwargs):
+        conn = base(host, **kwargs)
+        conn._create_connection = (
+            lambda address, timeout=None, source_address=None: _create_connection(
+                address, connect_timeout, read_timeout, source_address))
+        return conn
+
+    return make
+
+
+def _opener(connect_timeout: float, read_timeout: float) -> urllib.request.OpenerDirector:
+    """Return a urllib opener (proxies from the environment) with its own connect timeout."""
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+
+        def http_open(self, req):
+            return self.do_open(
+                _connection_class(http.client.HTTPConnection, connect_timeout, read_timeout),
+                req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+
+        def https_open(self, req):
+            return self.do_open(
+                _connection_class(http.client.HTTPSConnection, connect_timeout, read_timeout),
+                req, context=self._context)
+
+    return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+
+def _fetch(url: str, out, progress, connect_timeout: float, read_timeout: float) -> str:
+    """Write the body of ``url`` to the open file ``out``; return its sha256; check its length."""
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={'User-Agent': 'regseg_ros'})
+    with _opener(connect_timeout, read_timeout).open(request, timeout=read_timeout) as resp:
+        total = resp.headers.get('Content-Length')
+        total = int(total) if total and total.isdigit() else None
+        done = 0
+        while True:
+            chunk = resp.read(_CHUNK)
+            if not chunk:
+                break
+            out.write(chunk)
+            digest.update(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    if total is not None and done != total:
+        raise _ShortDownload(done, total)
+    return digest.hexdigest()
+
+
+class _ShortDownload(Exception):
+
+    def __init__(self, done: int, total: int):
+        super().__init__(f'the server sent {done} of {total} bytes (Content-Length) and closed '
+                         'the connection')
+
+
+class _BadCheckpoint(Exception):
+    """A file that is not a checkpoint; ``unreadable`` tells torch.load failing from the rest."""
+
+    def __init__(self, problem: str, unreadable: bool):
+        super().__init__(problem)
+        self.unreadable = unreadable
+
+
+def _load_checkpoint(path: os.PathLike) -> Mapping:
+    """Load a training dict or a bare state_dict (``weights_only``); return the state_dict."""
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # noqa: B902 torch raises many types for a bad file
+        first = str(exc).splitlines()[0] if str(exc) else ''
+        raise _BadCheckpoint(f'{type(exc).__name__}: {first}', unreadable=True) from None
+    if isinstance(ckpt, Mapping) and isinstance(ckpt.get('model'), Mapping):
+        ckpt = ckpt['model']
+    if not isinstance(ckpt, Mapping) or not all(
+            isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise _BadCheckpoint("it holds neither a state_dict nor a training dict with a 'model' "
+                             'state_dict', unreadable=False)
+    return ckpt
+
+
+def _checkpoint_problem(path: os.PathLike) -> Optional[str]:
+    """Return why ``path`` is not a loadable checkpoint, or None."""
+    try:
+        _load_checkpoint(path)
+    except _BadCheckpoint as exc:
+        return f'it is not a PyTorch checkpoint ({exc})' if exc.unreadable else str(exc)
+    return None
+
+
+def _check_cached(target: Path, sha256: Optional[str]) -> Path:
+    """Check a cached download against the known or the recorded sha256 (or record it)."""
+    record = sha256_record(target)
+    delete = (f'delete {str(target)!r} (and {record.name!r} beside it) and run again to '
+              'download it anew')
+    if sha256:
+        actual = file_sha256(target)
+        if actual != sha256:
+            raise RegsegError(
+                f'cached weights {str(target)!r} have sha256 {actual}, expected {sha256}: '
+                f'{delete}')
+        return target
+    if record.is_file():
+        recorded = record.read_text().strip().lower()
+        actual = file_sha256(target)
+        if actual != recorded:
+            raise RegsegError(
+                f'cached weights {str(target)!r} have sha256 {actual}, but {str(record)!r} '
+                f'recorded {recorded or "nothing"} when they were downloaded: the file changed '
+                f'or is damaged; {delete}')
+        return target
+    # Cached before hashes were recorded (or by a broken download): check it once, then record.
+    problem = _checkpoint_problem(target)
+    if problem:
+        raise RegsegError(f'cached weights {str(target)!r} cannot be used: {problem}; {delete}')
+    _write_record(record, file_sha256(target))
+    return target
+
+
+def _write_record(record: Path, digest: str) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=record.parent, prefix='.sha256-')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(digest + '\n')
+        os.replace(tmp_name, record)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
 def download(url: str, cache_dir: Optional[os.PathLike] = None, sha256: Optional[str] = None,
              progress: Optional[Callable[[int, Optional[int]], None]] = _stderr_progress,
-             timeout: float = 60.0) -> Path:
+             timeout: float = READ_TIMEOUT, connect_timeout: float = CONNECT_TIMEOUT) -> Path:
     """
     Download ``url`` once into ``cache_dir`` and return the cached file.
 
-    A cached file is never downloaded again. With a known ``sha256`` (argument or ``#sha256=``
-    URL fragment) the download is verified before it enters the cache.
+    The download goes to a temporary file in ``cache_dir`` and is renamed into the cache only
+    when it is complete (``Content-Length``), loads as a checkpoint and matches the known
+    ``sha256`` (argument or ``#sha256=`` URL fragment). Without a known sha256 the verified
+    file's hash is recorded in ``<file>.sha256`` and checked on every later call. Looking up
+    the host and connecting must finish within ``connect_timeout`` seconds (offline fails
+    fast); a connected server may stay silent for ``timeout`` seconds.
     """
     url, sha256 = _split_hash(url, sha256)
     if urllib.parse.urlsplit(url).scheme not in ('https', 'http'):
@@ -103,39 +319,57 @@ def download(url: str, cache_dir: Optional[os.PathLike] = None, sha256: Optional
     url_tag = hashlib.sha256(url.encode()).hexdigest()[:12]
     target = cache / f'{url_tag}-{name}'
     if target.is_file():
-        if sha256 and file_sha256(target) != sha256:
-            raise RegsegError(
-                f'cached weights {str(target)!r} do not match sha256 {sha256}: delete the file '
-                'and run again to download it anew')
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=cache, prefix='.download-')
-    digest = hashlib.sha256()
+        return _check_cached(target, sha256)
     try:
-        with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = resp.headers.get('Content-Length')
-            total = int(total) if total else None
-            done = 0
-            while True:
-                chunk = resp.read(_CHUNK)
-                if not chunk:
-                    break
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-        if progress is _stderr_progress:
-            sys.stderr.write('\n')
-        if sha256 and digest.hexdigest() != sha256:
-            raise RegsegError(
-                f'weights downloaded from {url!r} have sha256 {digest.hexdigest()}, expected '
-                f'{sha256}: the file changed or the download broke; check the URL and hash')
-        shutil.move(tmp_name, target)
-    except (urllib.error.URLError, OSError) as exc:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=cache, prefix='.download-')
+    except OSError as exc:
         raise RegsegError(
-            f'could not download weights from {url!r}: {exc}; check the URL and the network, '
-            'or download the file yourself and pass its path') from None
+            f'cannot write to the weights cache {str(cache)!r} ({exc}): set cache_dir '
+            '(--cache-dir, $REGSEG_CACHE_DIR) to a writable folder') from None
+    not_cached = f'nothing was written to {str(target)!r}'
+    shown = []
+
+    def report(done: int, total: Optional[int]) -> None:
+        shown.append(True)
+        progress(done, total)
+
+    try:
+        try:
+            with os.fdopen(fd, 'wb') as out:
+                digest = _fetch(url, out, report if progress else None, connect_timeout,
+                                timeout)
+        finally:
+            if shown and progress is _stderr_progress:
+                sys.stderr.write('\n')  # end the progress line, also when the download broke
+                sys.stderr.flush()
+        if sha256 and digest != sha256:
+            raise RegsegError(
+                f'weights downloaded from {url!r} have sha256 {digest}, expected {sha256}: '
+                f'the file changed or the download broke; {not_cached}; check the URL and hash')
+        problem = _checkpoint_problem(tmp_name)
+        if problem:
+            raise RegsegError(
+                f'the file downloaded from {url!r} cannot be used: {problem}; {not_cached}; '
+                'check the URL (it must name the checkpoint file itself, not a web page)')
+        os.replace(tmp_name, target)
+        if not sha256:
+            _write_record(sha256_record(target), digest)
+    except _ShortDownload as exc:
+        raise RegsegError(
+            f'download of {url!r} broke off: {exc}; {not_cached}; run again, or download the '
+            'file yourself and pass its path') from None
+    except urllib.error.HTTPError as exc:
+        raise RegsegError(
+            f'could not download weights from {url!r}: {exc}; {not_cached}; check the URL') \
+            from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise RegsegError(
+            f'could not download weights from {url!r}: {type(reason).__name__}: {reason} '
+            f'(connect timeout {connect_timeout:g} s, read timeout {timeout:g} s); '
+            f'{not_cached}; check the URL and the network (offline?), or download the file '
+            'yourself and pass its path') from None
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
@@ -162,19 +396,13 @@ def resolve_weights(source: str, cache_dir: Optional[os.PathLike] = None,
 def read_state_dict(path: os.PathLike) -> Dict[str, torch.Tensor]:
     """Read a checkpoint (training dict with ``model`` or bare state_dict), ``weights_only``."""
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise RegsegError(
-            f'cannot read weights file {str(path)!r} as a PyTorch checkpoint '
-            f'({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}); '
-            'pass a file saved with torch.save, e.g. the released RegSeg checkpoints') from None
-    if isinstance(ckpt, Mapping) and isinstance(ckpt.get('model'), Mapping):
-        ckpt = ckpt['model']
-    if not isinstance(ckpt, Mapping) or not all(
-            isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise RegsegError(
-            f'weights file {str(path)!r} holds neither a state_dict nor a training dict with a '
-            "'model' state_dict")
+        ckpt = _load_checkpoint(path)
+    except _BadCheckpoint as exc:
+        if exc.unreadable:
+            raise RegsegError(
+                f'cannot read weights file {str(path)!r} as a PyTorch checkpoint ({exc}); pass a '
+                'file saved with torch.save, e.g. the released RegSeg checkpoints') from None
+        raise RegsegError(f'weights file {str(path)!r}: {exc}') from None
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in ckpt.items()}
 
 
