@@ -37,6 +37,7 @@ setup(
             'evaluate = regseg_ros.evaluate:main',
             'build_engine = regseg_ros.build_engine:main',
             'benchmark = regseg_ros.benchmark:main',
+            'make_sample_bag = regseg_ros.sample_bag:main',
         ],
     },
 )

@@ -1,0 +1,68 @@
+"""make_sample_bag writes the bundled drive as a bag that segment_bag and ROS 2 tools read."""
+
+import os
+from pathlib import Path
+import subprocess
+
+import cv2
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
+import numpy as np
+from regseg_ros.sample_bag import main, SAMPLE_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _messages(folder):
+    (path,) = folder.glob('*.mcap')
+    with open(path, 'rb') as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        return [(ch.topic, msg.log_time, ros) for _s, ch, msg, ros in
+                reader.iter_decoded_messages()]
+
+
+def test_sample_bag_holds_every_frame_as_jpeg_at_10_hz(tmp_path, capsys):
+    out = tmp_path / 'drive'
+    assert main([str(out)]) == 0
+    assert 'wrote' in capsys.readouterr().out and (out / 'metadata.yaml').is_file()
+    msgs = _messages(out)
+    frames = sorted(SAMPLE_DIR.glob('*.jpg'))
+    assert len(msgs) == len(frames) == 24
+    assert {t for t, _, _ in msgs} == {'/cam/image_raw/compressed'}
+    times = [t for _, t, _ in msgs]
+    assert all(b - a == 100_000_000 for a, b in zip(times, times[1:]))
+    first = msgs[0][2]
+    assert first.format == 'jpeg' and first.header.frame_id == 'camera'
+    assert bytes(first.data) == frames[0].read_bytes()
+    assert not list(tmp_path.glob('*.partial'))
+
+
+def test_raw_sample_bag_and_errors(tmp_path, capsys):
+    out = tmp_path / 'raw'
+    assert main([str(out), '--raw', '--storage', 'sqlite3']) == 0
+    assert list(out.glob('*.db3'))
+    assert main([str(out)]) == 1
+    assert 'exists already' in capsys.readouterr().err
+    try:
+        main([str(tmp_path / 'x'), '--storage', 'zip'])
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:
+        raise AssertionError('a bad --storage must be a usage error')
+    out = tmp_path / 'mcap_raw'
+    assert main([str(out), '--raw']) == 0
+    msg = _messages(out)[0][2]
+    rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+    jpg = cv2.imread(str(sorted(SAMPLE_DIR.glob('*.jpg'))[0]))[..., ::-1]
+    assert msg.encoding == 'rgb8' and np.array_equal(rgb, jpg)
+
+
+def test_ros_env_sets_the_profile_for_fast_dds_2_and_3():
+    out = subprocess.run(
+        ['bash', '-c', '. scripts/ros_env.sh && echo "$FASTDDS_DEFAULT_PROFILES_FILE" && '
+         'echo "$FASTRTPS_DEFAULT_PROFILES_FILE" && echo "$ROS_AUTOMATIC_DISCOVERY_RANGE"'],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, REGSEG_VENV=os.environ.get('VIRTUAL_ENV', '.venv')))
+    profile = str(ROOT / 'config' / 'fastdds_loopback.xml')
+    assert out.stdout.split() == [profile, profile, 'LOCALHOST'], out.stderr
+    assert os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] == profile  # conftest, for the tests
