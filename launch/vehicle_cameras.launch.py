@@ -6,22 +6,25 @@ Segment every camera of a vehicle: one RegSeg node per enabled camera, each in i
 
 The cameras come from cameras_file (default config/vehicle_cameras.yaml: front, left, right,
 rear); a camera with ``enabled: false`` is skipped. All nodes share config/<platform>.yaml and
-params_file; each gets its camera's topic and transport. Outputs: /<namespace>/regseg/labels,
-/<namespace>/regseg/drivable_mask, ...
+params_file; each gets its camera's topic and transport. On the CPU the cores are split between
+the nodes unless cpu_threads is given. Outputs: /<namespace>/regseg/labels,
+/<namespace>/regseg/drivable_mask, ... A node that cannot start (exit code 2) ends the launch
+with a non-zero exit code and its reason.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnShutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from regseg_ros import launch_helpers as helpers
 
 
 def _setup(context, *args, **kwargs):
-    """Read the cameras file and return a regseg node per enabled camera."""
+    """Read the cameras file and return a supervised regseg node per enabled camera."""
     values = helpers.launch_values(
         {name: LaunchConfiguration(name).perform(context)
          for name, _default, _doc in helpers.VEHICLE_ARGUMENTS},
@@ -29,27 +32,43 @@ def _setup(context, *args, **kwargs):
     config_dir = os.path.join(get_package_share_directory(helpers.PACKAGE), 'config')
     cameras_file = values['cameras_file'] or os.path.join(config_dir, helpers.CAMERAS_FILE)
     cameras = helpers.load_cameras(os.path.expanduser(cameras_file))
-    platform_file = helpers.platform_params_file(values['platform'], config_dir)
+    enabled = helpers.enabled_cameras(cameras)
+    platform, why = helpers.resolve_platform(values['platform'])
+    platform_file = helpers.platform_params_file(platform, config_dir)
     params_file = helpers.check_params_file(values['params_file'])
+    threads, threads_why = helpers.vehicle_cpu_threads(
+        helpers.parse_cpu_threads(values['cpu_threads']), platform_file, params_file,
+        len(enabled))
     overrides = helpers.node_overrides(
         weights=values['weights'], backend=values['backend'],
         use_sim_time=helpers.parse_bool(values['use_sim_time'], 'use_sim_time'),
-        allow_untrained=helpers.parse_bool(values['allow_untrained'], 'allow_untrained'))
+        allow_untrained=helpers.parse_bool(values['allow_untrained'], 'allow_untrained'),
+        cpu_threads=threads)
     respawn = helpers.parse_bool(values['respawn'], 'respawn')
-    actions = []
+    files = helpers.LaunchFiles()
+    actions = [RegisterEventHandler(OnShutdown(on_shutdown=files.cleanup))]
+    if why:
+        actions.append(LogInfo(msg=f'regseg: platform:=auto picked {platform}: {why}'))
+    if threads_why:
+        actions.append(LogInfo(msg=f'regseg: {threads_why}'))
     for cam in cameras:
         if not cam.enabled:
             actions.append(LogInfo(msg=f'regseg: skipping camera {cam.name} (enabled: false '
                                        f'in {cameras_file})'))
             continue
         actions.append(LogInfo(msg=f'regseg: {cam.describe()}'))
-        actions.append(Node(
-            package=helpers.PACKAGE, executable=helpers.EXECUTABLE, name=helpers.NODE_NAME,
-            namespace=cam.namespace,
-            parameters=helpers.node_parameters(
-                platform_file, params_file, dict(overrides, input_transport=cam.transport)),
-            remappings=[('image', cam.topic)], respawn=respawn,
-            respawn_delay=helpers.RESPAWN_DELAY_S, output='screen'))
+        parameter_files = files.parameter_files(
+            helpers.node_parameters(platform_file, params_file,
+                                    dict(overrides, input_transport=cam.transport)),
+            helpers.file_stem(cam.namespace))
+
+        def make_node(cam=cam, parameter_files=parameter_files):
+            return Node(
+                package=helpers.PACKAGE, executable=helpers.EXECUTABLE, name=helpers.NODE_NAME,
+                namespace=cam.namespace, parameters=parameter_files,
+                remappings=[('image', cam.topic)], output='screen')
+        actions += helpers.supervised_node(
+            make_node, helpers.node_prefix(cam.namespace).rstrip('/'), respawn)
     return actions
 
 

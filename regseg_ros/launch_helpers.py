@@ -1,15 +1,24 @@
 """
 Logic behind the launch files, kept free of ROS imports so it is testable without launch.
 
-Platform presets (``config/<platform>.yaml``), the launch arguments, the node's parameter list
-(platform file, then the user's ``params_file``, then non-empty launch-argument overrides) and
-the camera list of ``config/vehicle_cameras.yaml``.
+Platform presets (``config/<platform>.yaml``) and ``platform:=auto``, the launch arguments, the
+node's parameter list (platform file, then the user's ``params_file``, then non-empty
+launch-argument overrides, written to a file of :class:`LaunchFiles`), the camera list of
+``config/vehicle_cameras.yaml``, the CPU thread split between cameras, and what happens when a
+node exits (:class:`ExitWatcher`). Only :func:`supervised_node` imports launch, when called.
 """
 
+import atexit
 from dataclasses import dataclass
+import json
 import os
 import re
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from regseg_ros.backends import CHOICES as BACKEND_CHOICES
 from regseg_ros.errors import RegsegError
@@ -19,13 +28,18 @@ EXECUTABLE = 'segmentation_node'
 NODE_NAME = 'regseg'
 
 # platform -> what it is for; each has a config/<platform>.yaml
+# (network sizes width x height)
 PLATFORMS = {
-    'desktop_gpu': 'x86-64 PC with an NVIDIA GPU (CUDA, fp16, full 1024x2048 network)',
-    'jetson_orin': 'Jetson AGX Orin / Orin NX (CUDA, fp16, 768x1536 network, 15 Hz)',
-    'jetson_xavier': 'Jetson AGX Xavier / Xavier NX (CUDA, fp16, 512x1024 network, 10 Hz)',
-    'cpu': 'any machine without a usable GPU (fp32, 512x1024 network, 5 Hz)',
+    'desktop_gpu': 'x86-64 PC with an NVIDIA GPU (CUDA, fp16, full 2048x1024 network)',
+    'jetson_orin': 'Jetson AGX Orin / Orin NX (CUDA, fp16, 1536x768 network, 15 Hz)',
+    'jetson_xavier': 'Jetson AGX Xavier / Xavier NX (CUDA, fp16, 1024x512 network, 10 Hz)',
+    'cpu': 'any machine without a usable GPU (fp32, 1024x512 network, 5 Hz)',
 }
-DEFAULT_PLATFORM = 'desktop_gpu'
+AUTO_PLATFORM = 'auto'
+DEFAULT_PLATFORM = AUTO_PLATFORM
+# The node's exit code for a configuration error at start-up (after one FATAL line); crashes
+# exit 1 or by a signal, SIGINT/SIGTERM exit 0.
+CONFIG_ERROR_EXIT = 2
 TRANSPORTS = ('raw', 'compressed')
 DEFAULT_IMAGE = '/camera/image_raw'
 CAMERAS_FILE = 'vehicle_cameras.yaml'
@@ -42,7 +56,9 @@ _TOPIC = re.compile(r'/?([A-Za-z][A-Za-z0-9_]*)(/[A-Za-z][A-Za-z0-9_]*)*')
 COMMON_ARGUMENTS: Tuple[Tuple[str, str, str], ...] = (
     ('platform', DEFAULT_PLATFORM,
      'Hardware preset: loads config/<platform>.yaml (one of: '
-     + ', '.join(f'{k}: {v}' for k, v in PLATFORMS.items()) + ')'),
+     + ', '.join(f'{k}: {v}' for k, v in PLATFORMS.items())
+     + '); auto picks jetson_orin / jetson_xavier on a Jetson, desktop_gpu where torch sees '
+     'CUDA, else cpu, and logs why'),
     ('params_file', '',
      'Your parameter YAML (keyed /**: ros__parameters:), applied after the platform file so '
      'its values win; empty: none'),
@@ -57,9 +73,13 @@ COMMON_ARGUMENTS: Tuple[Tuple[str, str, str], ...] = (
     ('allow_untrained', 'false',
      'true runs an UNTRAINED network when weights is empty (demos and tests only; the labels '
      'are meaningless); false leaves the YAML value (default false)'),
+    ('cpu_threads', '',
+     'Torch CPU threads of each node (0: one per core); empty: the YAML value, except that '
+     'vehicle_cameras on the CPU splits the cores between the enabled cameras'),
     ('respawn', 'false',
-     f'true restarts the node {RESPAWN_DELAY_S:g} s after it exits (also after a start-up error: '
-     'check the log)'),
+     f'true restarts a node {RESPAWN_DELAY_S:g} s after it crashes; a configuration error at '
+     f'start-up (exit code {CONFIG_ERROR_EXIT}) is never respawned and ends the launch with its '
+     'reason'),
 )
 SEGMENTATION_ARGUMENTS: Tuple[Tuple[str, str, str], ...] = (
     ('image', DEFAULT_IMAGE,
@@ -73,7 +93,7 @@ SEGMENTATION_ARGUMENTS: Tuple[Tuple[str, str, str], ...] = (
 ) + COMMON_ARGUMENTS + (
     ('rviz', 'false',
      'true also starts rviz2 with config/regseg.rviz showing the camera, overlay, colour and '
-     'drivable mask'),
+     'drivable mask (skipped with a warning when rviz2 is not installed)'),
 )
 VEHICLE_ARGUMENTS: Tuple[Tuple[str, str, str], ...] = (
     ('cameras_file', '',
@@ -81,7 +101,7 @@ VEHICLE_ARGUMENTS: Tuple[Tuple[str, str, str], ...] = (
      'empty: config/vehicle_cameras.yaml of this package'),
 ) + COMMON_ARGUMENTS
 # Arguments whose values launch itself checks (DeclareLaunchArgument choices).
-ARGUMENT_CHOICES: Dict[str, List[str]] = {'platform': list(PLATFORMS)}
+ARGUMENT_CHOICES: Dict[str, List[str]] = {'platform': [AUTO_PLATFORM] + list(PLATFORMS)}
 
 
 def parse_bool(value: Union[str, bool], name: str) -> bool:
@@ -118,15 +138,27 @@ def check_params_file(path: str) -> str:
     return path
 
 
+def parse_cpu_threads(value: str) -> Optional[int]:
+    """Turn the cpu_threads launch argument into an int (None when empty)."""
+    text = str(value).strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) > 256:
+        raise RegsegError(f'launch argument cpu_threads:={value!r} is not a thread count: use a '
+                          'whole number from 0 (one per core) to 256, or leave it empty')
+    return int(text)
+
+
 def node_overrides(weights: str = '', backend: str = '', input_transport: str = '',
-                   use_sim_time: bool = False, allow_untrained: bool = False
-                   ) -> Dict[str, object]:
+                   use_sim_time: bool = False, allow_untrained: bool = False,
+                   cpu_threads: Optional[int] = None) -> Dict[str, object]:
     """
     Build the parameters set by launch arguments.
 
     Empty ``weights``, ``backend`` and ``input_transport`` keep the YAML values;
     ``allow_untrained`` is passed only when true, so false leaves the YAML value;
-    ``use_sim_time`` is always passed, as ROS launch files do.
+    ``cpu_threads`` only when not None; ``use_sim_time`` is always passed, as ROS launch files
+    do.
     """
     overrides: Dict[str, object] = {}
     weights, backend, input_transport = (v.strip() for v in (weights, backend, input_transport))
@@ -145,6 +177,8 @@ def node_overrides(weights: str = '', backend: str = '', input_transport: str = 
         overrides['input_transport'] = input_transport
     if allow_untrained:
         overrides['allow_untrained'] = True
+    if cpu_threads is not None:
+        overrides['cpu_threads'] = int(cpu_threads)
     overrides['use_sim_time'] = bool(use_sim_time)
     return overrides
 
@@ -300,3 +334,362 @@ def render_rviz_config(text: str, namespace: str = '', image: str = DEFAULT_IMAG
     """Point ``config/regseg.rviz`` (written for /camera/image_raw and /regseg/) at real topics."""
     text = text.replace(f'Value: /{NODE_NAME}/', f'Value: {node_prefix(namespace)}')
     return text.replace(f'Value: {DEFAULT_IMAGE}\n', f'Value: {input_topic(image, transport)}\n')
+
+
+# -- platform:=auto ----------------------------------------------------------------------------
+
+JETSON_MODEL_FILE = '/proc/device-tree/model'
+TEGRA_RELEASE_FILE = '/etc/nv_tegra_release'
+# Run in a child process: the launch process stays free of torch (and of a CUDA context).
+_CUDA_PROBE = ('import json\n'
+               'try:\n'
+               '    import torch\n'
+               'except Exception as exc:\n'
+               '    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))\n'
+               'else:\n'
+               '    ok = bool(torch.cuda.is_available())\n'
+               '    print(json.dumps({"cuda": ok, "torch": torch.__version__,\n'
+               '                      "gpu": torch.cuda.get_device_name(0) if ok else ""}))\n')
+CUDA_PROBE_TIMEOUT_S = 120.0
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, 'rb') as f:
+            return f.read(4096).decode(errors='replace').replace('\0', '').strip()
+    except OSError:
+        return ''
+
+
+def probe_cuda(timeout: float = CUDA_PROBE_TIMEOUT_S) -> Tuple[bool, str]:
+    """Ask torch, in a child python, whether CUDA is usable; return (usable, what it said)."""
+    try:
+        out = subprocess.run([sys.executable, '-c', _CUDA_PROBE], capture_output=True,
+                             text=True, timeout=timeout)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return False, f'the torch CUDA check did not answer within {timeout:g} s'
+    except (OSError, ValueError, IndexError) as exc:
+        return False, f'the torch CUDA check failed ({exc})'
+    if 'error' in result:
+        return False, f'torch cannot be imported ({result["error"]})'
+    if result['cuda']:
+        return True, f'torch {result["torch"]} sees CUDA ({result["gpu"]})'
+    return False, f'torch {result["torch"]}: torch.cuda.is_available() is False'
+
+
+def jetson_platform(read_text: Callable[[str], str] = _read_text) -> Tuple[str, str]:
+    """
+    Return (jetson preset, how it was recognised), or ('', '') when this is not a Jetson.
+
+    The device-tree model names the module (``NVIDIA Jetson AGX Orin Developer Kit``);
+    /etc/nv_tegra_release names the L4T release: R36 (JetPack 6) runs only on Orin, R35
+    (JetPack 5) on Orin and Xavier, older releases on older modules, which get the lighter
+    jetson_xavier preset.
+    """
+    model = read_text(JETSON_MODEL_FILE)
+    tegra = read_text(TEGRA_RELEASE_FILE)
+    lowered = model.lower()
+    if 'orin' in lowered:
+        return 'jetson_orin', f'{JETSON_MODEL_FILE}: {model!r}'
+    if 'xavier' in lowered:
+        return 'jetson_xavier', f'{JETSON_MODEL_FILE}: {model!r}'
+    release = re.search(r'\bR(\d+)\b', tegra)
+    if release and int(release.group(1)) >= 36:
+        return 'jetson_orin', f'{TEGRA_RELEASE_FILE}: L4T R{release.group(1)} (JetPack 6: Orin)'
+    if tegra or 'jetson' in lowered:
+        seen = (f'{TEGRA_RELEASE_FILE}: {tegra.splitlines()[0]!r}' if tegra
+                else f'{JETSON_MODEL_FILE}: {model!r}')
+        return 'jetson_xavier', (f'{seen}, a Jetson that is not recognisably an Orin: the '
+                                 'lighter jetson_xavier preset')
+    return '', ''
+
+
+def detect_platform(read_text: Callable[[str], str] = _read_text,
+                    cuda_probe: Optional[Callable[[], Tuple[bool, str]]] = None
+                    ) -> Tuple[str, str]:
+    """Pick the preset for this machine; return (platform, why) for the launch log."""
+    jetson, seen = jetson_platform(read_text)
+    usable, said = (cuda_probe or probe_cuda)()
+    if jetson:
+        if usable:
+            return jetson, f'Jetson ({seen}) and {said}'
+        return 'cpu', (f'Jetson ({seen}) but {said}: install PyTorch for Jetson (JetPack) to use '
+                       f'the GPU, or pass platform:={jetson}')
+    if usable:
+        return 'desktop_gpu', said
+    return 'cpu', f'{said}; pass platform:=desktop_gpu (or a jetson_* preset) to insist'
+
+
+def resolve_platform(platform: str,
+                     detect: Optional[Callable[[], Tuple[str, str]]] = None
+                     ) -> Tuple[str, str]:
+    """Return (platform, why): ``auto`` is detected, a named preset is kept ('' for why)."""
+    platform = platform.strip()
+    if platform == AUTO_PLATFORM:
+        return (detect or detect_platform)()
+    return platform, ''
+
+
+# -- CPU threads -------------------------------------------------------------------------------
+
+def cpu_count() -> int:
+    """Return the cores this process may run on (its affinity, e.g. in a container)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def params_file_values(path: str) -> Dict[str, object]:
+    """
+    Return the parameters a YAML params file sets, merged over all its node sections.
+
+    Good enough to see whether it sets ``device`` or ``cpu_threads``; raise naming the file
+    when it is not a ROS params file.
+    """
+    if not path:
+        return {}
+    import yaml
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise RegsegError(f'cannot read params file {path!r} ({exc.strerror})') from exc
+    except yaml.YAMLError as exc:
+        raise RegsegError(f'params file {path!r} is not valid YAML: {exc}') from exc
+    values: Dict[str, object] = {}
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == 'ros__parameters' and isinstance(value, dict):
+                    values.update(value)
+                else:
+                    walk(value)
+    walk(data)
+    return values
+
+
+def split_cpu_threads(cameras: int, cores: Optional[int] = None) -> int:
+    """Threads per node so that ``cameras`` CPU nodes share the cores (at least 1 each)."""
+    cores = cpu_count() if cores is None else cores
+    return max(1, cores // max(1, cameras))
+
+
+def vehicle_cpu_threads(requested: Optional[int], platform_file: str, params_file: str,
+                        cameras: int, cores: Optional[int] = None) -> Tuple[Optional[int], str]:
+    """
+    Decide the cpu_threads override of each vehicle node; return (threads or None, why).
+
+    The user's choice wins: the cpu_threads launch argument, else a cpu_threads in params_file.
+    Otherwise, when the nodes run on the CPU (device of the files), the cores are split between
+    the cameras, so N nodes do not each start one torch thread per core. None: keep the files.
+    """
+    if requested is not None:
+        return requested, ''
+    platform_values = params_file_values(platform_file)
+    user_values = params_file_values(params_file)
+    if 'cpu_threads' in user_values:
+        return None, ''
+    device = str(user_values.get('device', platform_values.get('device', 'cpu')))
+    if not device.startswith('cpu'):
+        return None, ''
+    cores = cpu_count() if cores is None else cores
+    threads = split_cpu_threads(cameras, cores)
+    return threads, (f'{cores} core(s) shared by {cameras} camera node(s) on the CPU: '
+                     f'cpu_threads {threads} each (cpu_threads:=N or cpu_threads in params_file '
+                     'to choose)')
+
+
+# -- files the launch writes -------------------------------------------------------------------
+
+class LaunchFiles:
+    """
+    A private temporary folder for what one launch writes (parameter and RViz files).
+
+    launch_ros writes a ``/tmp/launch_params_*`` file for every dict of parameters and never
+    removes it; the launch files pass only file paths, written here, and remove the folder at
+    shutdown (:meth:`cleanup`, also run at interpreter exit).
+    """
+
+    def __init__(self, prefix: str = 'regseg_launch_'):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+        atexit.register(self.cleanup)
+
+    def write_text(self, name: str, text: str) -> str:
+        """Write ``name`` in the folder and return its path."""
+        path = os.path.join(self.path, name)
+        with open(path, 'w') as f:
+            f.write(text)
+        return path
+
+    def write_params(self, name: str, params: Mapping[str, object]) -> str:
+        """Write ``params`` as a ``/**: ros__parameters:`` file; return its path."""
+        import yaml
+        text = yaml.safe_dump({'/**': {'ros__parameters': dict(params)}},
+                              default_flow_style=False)
+        return self.write_text(name, text)
+
+    def parameter_files(self, parameters: Sequence[Union[str, Mapping[str, object]]],
+                        stem: str) -> List[str]:
+        """Return ``parameters`` with each dict replaced by the path of a file holding it."""
+        paths = []
+        for i, entry in enumerate(parameters):
+            if isinstance(entry, Mapping):
+                entry = self.write_params(f'{stem}_{i}.yaml', entry)
+            paths.append(entry)
+        return paths
+
+    def cleanup(self, *_args) -> None:
+        """Remove the folder (safe to call more than once; takes and ignores handler args)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def file_stem(namespace: str) -> str:
+    """Name files after a node's namespace: '' -> regseg, /vehicle/front -> vehicle_front."""
+    return normalize_namespace(namespace).strip('/').replace('/', '_') or NODE_NAME
+
+
+# -- RViz --------------------------------------------------------------------------------------
+
+def rviz_missing(find_prefix: Optional[Callable[[str], str]] = None) -> str:
+    """Return why rviz2 cannot start ('' when its package is installed)."""
+    if find_prefix is None:
+        from ament_index_python.packages import get_package_prefix as find_prefix
+    try:
+        find_prefix('rviz2')
+    except Exception as exc:  # noqa: B902 (PackageNotFoundError, or no ament index at all)
+        why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError quotes
+        return (f'rviz:=true but rviz2 is not installed ({why}): starting without RViz; install '
+                'ros-$ROS_DISTRO-rviz2 (or ros-$ROS_DISTRO-desktop) for it')
+    return ''
+
+
+# -- what happens when a node exits ------------------------------------------------------------
+
+_ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
+_FATAL = re.compile(r'\[FATAL\] \[[^\]]*\] \[[^\]]*\]: cannot start: (.*\S)')
+
+
+def describe_exit(returncode: int) -> str:
+    """Say what an exit code means for the node."""
+    if returncode == 0:
+        return 'exit code 0, a clean stop'
+    if returncode == CONFIG_ERROR_EXIT:
+        return f'exit code {CONFIG_ERROR_EXIT}, a configuration error'
+    if returncode < 0:
+        try:
+            return f'killed by {signal.Signals(-returncode).name}, a crash'
+        except ValueError:
+            return f'killed by signal {-returncode}, a crash'
+    return f'exit code {returncode}, a crash'
+
+
+class LaunchFailure(RegsegError):
+    """Raised in a launch event handler: ros2 launch logs it and exits non-zero."""
+
+
+@dataclass(frozen=True)
+class ExitDecision:
+    """What the launch does after a node exits: ignore, respawn or fail, and the message."""
+
+    action: str
+    message: str = ''
+
+
+class ExitWatcher:
+    """
+    Follows one node process: reads its output for the FATAL line, decides at its exit.
+
+    - launch shutting down, or exit 0: nothing (the node was stopped);
+    - exit 2, a configuration error: fail the launch with the node's reason, also with
+      respawn (the same error would come back on every start);
+    - any other exit (a crash): respawn when asked, else fail the launch.
+    """
+
+    def __init__(self, label: str, respawn: bool = False,
+                 respawn_delay: float = RESPAWN_DELAY_S):
+        self.label, self.respawn, self.respawn_delay = label, respawn, respawn_delay
+        self.reason: Optional[str] = None
+        self._partial = ''
+
+    def feed(self, data: Union[bytes, str]) -> None:
+        """Take a chunk of the node's stdout or stderr; remember its 'cannot start' reason."""
+        text = data.decode(errors='replace') if isinstance(data, bytes) else data
+        lines = (self._partial + text).split('\n')
+        self._partial = lines.pop()[-4096:]
+        for line in lines:
+            self._scan(line)
+
+    def _scan(self, line: str) -> None:
+        found = _FATAL.search(_ANSI.sub('', line))
+        if found and self.reason is None:
+            self.reason = found.group(1)
+
+    def decide(self, returncode: int, shutting_down: bool = False) -> ExitDecision:
+        """Decide what follows the node's exit with ``returncode``."""
+        if self._partial:
+            self._scan(self._partial)
+        if shutting_down or returncode == 0:
+            return ExitDecision('ignore')
+        what = describe_exit(returncode)
+        if returncode == CONFIG_ERROR_EXIT:
+            reason = self.reason or 'see its FATAL line above'
+            tail = (' (not respawned: a configuration error comes back on every start)'
+                    if self.respawn else '')
+            return ExitDecision('fail', f'{self.label} cannot start ({what}): {reason}{tail}')
+        if self.respawn:
+            return ExitDecision('respawn', f'{self.label} exited ({what}): respawning in '
+                                           f'{self.respawn_delay:g} s')
+        reason = f': {self.reason}' if self.reason else ''
+        return ExitDecision('fail', f'{self.label} exited ({what}){reason}; the launch stops '
+                                    '(respawn:=true restarts crashed nodes)')
+
+
+REASON_GRACE_S = 0.5
+
+
+def supervised_node(make_node: Callable[[], object], label: str, respawn: bool,
+                    respawn_delay: float = RESPAWN_DELAY_S) -> List[object]:
+    """
+    Return launch entities that start ``make_node()`` and act on its exit (:class:`ExitWatcher`).
+
+    The event handlers are registered before the node, so launch_ros' own handlers (which
+    print the node's last output) run first. A failure raises :class:`LaunchFailure` from the
+    handler: LaunchService logs 'Caught exception in launch', shuts down and returns 1, which
+    ``ros2 launch`` exits with (Humble to Kilted). A respawn is a new node action after
+    ``respawn_delay`` (a TimerAction, cancelled at shutdown) rather than launch's own respawn,
+    which restarts on any exit code.
+    """
+    import launch.logging
+    from launch.actions import OpaqueFunction, RegisterEventHandler, TimerAction
+    from launch.event_handlers import OnProcessExit, OnProcessIO
+
+    node = make_node()
+    watcher = ExitWatcher(label, respawn, respawn_delay)
+
+    def on_output(event):
+        watcher.feed(event.text)
+
+    def fail(returncode):
+        raise LaunchFailure(watcher.decide(returncode).message)
+
+    def on_exit(event, context):
+        decision = watcher.decide(event.returncode, context.is_shutdown)
+        if decision.action == 'respawn':
+            launch.logging.get_logger('regseg').warning(decision.message)
+            return TimerAction(period=respawn_delay, actions=supervised_node(
+                make_node, label, respawn, respawn_delay))
+        if decision.action == 'fail':
+            if event.returncode == CONFIG_ERROR_EXIT and watcher.reason is None:
+                # The FATAL line may still be in the pipe: read it before failing.
+                return TimerAction(period=REASON_GRACE_S, actions=[OpaqueFunction(
+                    function=lambda _context: fail(event.returncode))])
+            raise LaunchFailure(decision.message)
+        return None
+
+    return [RegisterEventHandler(OnProcessIO(target_action=node, on_stdout=on_output,
+                                             on_stderr=on_output)),
+            RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit)),
+            node]

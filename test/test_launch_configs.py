@@ -5,9 +5,14 @@ Every config/<platform>.yaml is loaded by the real node executable (with CPU ove
 back over GetParameters. The launch files run against small stand-ins of the launch API, and
 the Node actions they return are started the way launch_ros starts them (--params-file per
 parameter entry, -r remappings), so the whole path from launch arguments to topics is checked.
+The event handlers they register (node exit, node output, shutdown) are called the way
+LaunchService calls them: a configuration error (exit code 2) raises with the node's reason,
+a crash respawns when asked, the files the launch wrote are gone after shutdown.
 """
 
 import importlib.util
+import logging
+import os
 from pathlib import Path
 import re
 import sys
@@ -54,17 +59,15 @@ def cli_value(value):
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def ros_args_of(node, tmp_path):
+def ros_args_of(node):
     """Turn a Node action's arguments into the --ros-args launch_ros would pass."""
     kw = node.kwargs
     args = ['-r', f'__node:={kw["name"]}']
     if kw.get('namespace'):
         args += ['-r', f'__ns:=/{kw["namespace"].strip("/")}']
-    for i, entry in enumerate(kw.get('parameters', [])):
-        if isinstance(entry, dict):  # launch_ros writes a dict to a temporary /**: params file
-            path = tmp_path / f'{kw["name"]}_{kw.get("namespace", "")}_{i}.yaml'
-            path.write_text(yaml.safe_dump({'/**': {'ros__parameters': entry}}))
-            entry = str(path)
+    for entry in kw.get('parameters', []):
+        # a dict would make launch_ros write a /tmp/launch_params_* file it never removes
+        assert isinstance(entry, str), f'parameters must be file paths, got {entry!r}'
         args += ['--params-file', entry]
     for src, dst in kw.get('remappings', []):
         args += ['-r', f'{src}:={dst}']
@@ -102,24 +105,46 @@ class _LaunchConfiguration:
 
 def _fake_launch_modules():
     mods = {name: types.ModuleType(name) for name in (
-        'launch', 'launch.actions', 'launch.conditions', 'launch.substitutions', 'launch_ros',
-        'launch_ros.actions')}
+        'launch', 'launch.actions', 'launch.conditions', 'launch.event_handlers', 'launch.logging',
+        'launch.substitutions', 'launch_ros', 'launch_ros.actions')}
     mods['launch'].LaunchDescription = lambda entities: list(entities)
-    mods['launch.actions'].DeclareLaunchArgument = _DeclareLaunchArgument
-    mods['launch.actions'].OpaqueFunction = type('OpaqueFunction', (_Entity,), {})
-    mods['launch.actions'].LogInfo = type('LogInfo', (_Entity,), {})
+    for name in ('actions', 'conditions', 'event_handlers', 'logging', 'substitutions'):
+        setattr(mods['launch'], name, mods[f'launch.{name}'])
+    mods['launch_ros'].actions = mods['launch_ros.actions']
+    actions = mods['launch.actions']
+    actions.DeclareLaunchArgument = _DeclareLaunchArgument
+    for name in ('OpaqueFunction', 'LogInfo', 'RegisterEventHandler', 'TimerAction'):
+        setattr(actions, name, type(name, (_Entity,), {}))
+    for name in ('OnProcessExit', 'OnProcessIO', 'OnShutdown'):
+        setattr(mods['launch.event_handlers'], name, type(name, (_Entity,), {}))
+    mods['launch.logging'].get_logger = lambda name: logging.getLogger(f'launch.{name}')
     mods['launch.conditions'].IfCondition = type('IfCondition', (_Entity,), {})
     mods['launch.substitutions'].LaunchConfiguration = _LaunchConfiguration
     mods['launch_ros.actions'].Node = type('Node', (_Entity,), {})
     return mods
 
 
-def run_launch_file(monkeypatch, filename, **arguments):
+def cuda_probe_says(usable):
+    """Stand in for the torch CUDA check of platform:=auto."""
+    return lambda: (usable, f'torch.cuda.is_available() is {usable} (stand-in)')
+
+
+def run_launch_file(monkeypatch, filename, rviz2_installed=True, cuda=False,
+                    **arguments):
     """Run ``launch/<filename>`` with ``name:=value`` arguments; return (declared, actions)."""
     for name, module in _fake_launch_modules().items():
         monkeypatch.setitem(sys.modules, name, module)
     import ament_index_python.packages as packages
     monkeypatch.setattr(packages, 'get_package_share_directory', lambda pkg: str(ROOT))
+
+    def get_package_prefix(pkg):
+        if pkg == 'rviz2' and not rviz2_installed:
+            raise packages.PackageNotFoundError(
+                f"package '{pkg}' not found, searching: ['/opt/ros/stand-in']")
+        return '/opt/ros/stand-in'
+    monkeypatch.setattr(packages, 'get_package_prefix', get_package_prefix)
+    # platform:=auto: what torch says about CUDA, without the child python
+    monkeypatch.setattr(helpers, 'probe_cuda', cuda_probe_says(cuda))
     spec = importlib.util.spec_from_file_location(filename.replace('.', '_'), LAUNCH / filename)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -140,8 +165,66 @@ def run_launch_file(monkeypatch, filename, **arguments):
     return declared, actions
 
 
+def of_type(actions, name):
+    return [a for a in actions if type(a).__name__ == name]
+
+
 def nodes_of(actions):
-    return [a for a in actions if type(a).__name__ == 'Node']
+    return of_type(actions, 'Node')
+
+
+def handlers_of(actions, name):
+    """Return the event handlers of RegisterEventHandler actions, e.g. 'OnProcessExit'."""
+    return [a.args[0] for a in of_type(actions, 'RegisterEventHandler')
+            if type(a.args[0]).__name__ == name]
+
+
+def shut_down(actions):
+    """Call the OnShutdown handlers as LaunchService does at shutdown."""
+    for handler in handlers_of(actions, 'OnShutdown'):
+        handler.kwargs['on_shutdown'](types.SimpleNamespace(reason='test'), LaunchContext())
+
+
+def launch_dirs(actions):
+    """Return the folders of the files the launch wrote (its parameter and RViz files)."""
+    paths = [p for node in nodes_of(actions) for p in node.kwargs.get('parameters', [])]
+    return {Path(p).parent for p in paths if Path(p).parent.name.startswith('regseg_launch_')}
+
+
+class LaunchContext(types.SimpleNamespace):
+    """What the handlers read of launch.LaunchContext."""
+
+    def __init__(self, is_shutdown=False):
+        super().__init__(is_shutdown=is_shutdown)
+
+
+def node_exits(actions, returncode, output=b'', node=None, shutting_down=False):
+    """
+    Play a node's output and exit through the handlers registered for it, as LaunchService.
+
+    Returns what the exit handler returned (None, or a TimerAction); raises what it raises.
+    """
+    node = node or nodes_of(actions)[0]
+    for handler in handlers_of(actions, 'OnProcessIO'):
+        if handler.kwargs['target_action'] is node:
+            for chunk in (output[i:i + 7] for i in range(0, len(output), 7)):
+                handler.kwargs['on_stderr'](types.SimpleNamespace(text=chunk))
+    (on_exit,) = [h.kwargs['on_exit'] for h in handlers_of(actions, 'OnProcessExit')
+                  if h.kwargs['target_action'] is node]
+    return on_exit(types.SimpleNamespace(returncode=returncode, action=node),
+                   LaunchContext(is_shutdown=shutting_down))
+
+
+def params_of(node):
+    """Return the node's parameters merged over its files, as the node merges them."""
+    merged = {}
+    for path in node.kwargs['parameters']:
+        merged.update(helpers.params_file_values(path))
+    return merged
+
+
+def fatal_line(reason, node='regseg'):
+    return f'[FATAL] [1712345678.123456789] [{node}]: cannot start: {reason}\n'.encode()
 
 
 # -- the processes: started once, in parallel ------------------------------------------------
@@ -169,7 +252,7 @@ def fleet(tmp_path_factory, cameras_file):
     """Start every platform node, the unmodified desktop_gpu node and the launched vehicle."""
     pytest.importorskip('torch')
     tmp = tmp_path_factory.mktemp('fleet')
-    procs = {}
+    procs, actions = {}, []
     try:
         for platform in helpers.PLATFORMS:
             overrides = [a for k, v in CPU_OVERRIDES.items()
@@ -188,10 +271,11 @@ def fleet(tmp_path_factory, cameras_file):
         finally:
             mp.undo()
         for node in nodes_of(actions):
-            procs[node.kwargs['namespace']] = NodeProcess(tmp, *ros_args_of(node, tmp))
+            procs[node.kwargs['namespace']] = NodeProcess(tmp, *ros_args_of(node))
         yield procs
     finally:
         codes = {name: proc.stop() for name, proc in procs.items()}
+        shut_down(actions)
     for name, code in codes.items():
         if name != 'desktop_gpu_as_is':
             assert code == 0, f'{name} exited {code}:\n{procs[name].log()}'
@@ -221,7 +305,21 @@ def get_parameters(peer, proc, node, names):
 def test_config_folder_holds_a_file_per_platform():
     yamls = {p.stem for p in CONFIG.glob('*.yaml')}
     assert yamls - {Path(helpers.CAMERAS_FILE).stem} == set(helpers.PLATFORMS)
-    assert helpers.DEFAULT_PLATFORM in helpers.PLATFORMS
+    assert helpers.DEFAULT_PLATFORM == helpers.AUTO_PLATFORM not in helpers.PLATFORMS
+
+
+def test_config_figures_are_backed_and_sizes_are_width_x_height():
+    """Every timing in a config names where it was measured; sizes are written width x height."""
+    for path in CONFIG.glob('*.yaml'):
+        text = path.read_text()
+        for line in text.splitlines():
+            if re.search(r'\d\s*ms\b', line):
+                assert 'benchmark' in text.lower() and 'Xeon' in text, (path.name, line)
+        for width, height in re.findall(r'\b(\d{3,4})x(\d{3,4})\b', text):
+            assert int(width) > int(height), f'{path.name}: {width}x{height} is not width x height'
+    cpu = (CONFIG / 'cpu.yaml').read_text()
+    assert '140 ms' not in cpu and '74 ms' not in cpu  # never measured on the machine named
+    assert '118.5 ms' in cpu and '110.9 ms' in cpu and '184 ms' in cpu
 
 
 @pytest.mark.ros
@@ -259,10 +357,14 @@ def test_desktop_gpu_file_as_is_stops_clearly_without_cuda(fleet):
     if torch.cuda.is_available():
         pytest.skip('CUDA is available here: desktop_gpu.yaml would start')
     proc = fleet['desktop_gpu_as_is']
-    assert proc.wait(timeout=START_S) == 1, proc.log()
+    assert proc.wait(timeout=START_S) == helpers.CONFIG_ERROR_EXIT, proc.log()
     log = proc.log()
     assert 'cannot start' in log and "device 'cuda' asked for, but CUDA is not available" in log
     assert 'set device to cpu' in log
+    (fatal,) = [line for line in log.splitlines() if '[FATAL]' in line]
+    watcher = helpers.ExitWatcher('/cfg_as_is')
+    watcher.feed(log)
+    assert watcher.reason and watcher.reason in fatal
 
 
 # -- the vehicle launch, started as launch_ros would --------------------------------------------
@@ -295,10 +397,12 @@ def test_vehicle_launch_segments_each_enabled_camera(fleet, peer):
     assert ('regseg', '/lc_front') in names and ('regseg', '/lc_left') in names
     assert not any(ns == '/lc_rear' for _name, ns in names)
     got = get_parameters(peer, fleet['lc_left'], '/lc_left/regseg',
-                         ['input_transport', 'network_width', 'max_rate_hz', 'use_sim_time'])
+                         ['input_transport', 'network_width', 'max_rate_hz', 'use_sim_time',
+                          'cpu_threads'])
     assert {k: v for k, (_t, v) in got.items()} == {
         'input_transport': 'compressed', 'network_width': 128,  # params_file beats platform
-        'max_rate_hz': platform_values('cpu')['max_rate_hz'], 'use_sim_time': False}
+        'max_rate_hz': platform_values('cpu')['max_rate_hz'], 'use_sim_time': False,
+        'cpu_threads': helpers.split_cpu_threads(2)}  # two enabled cameras share the cores
 
 
 # -- the launch files' logic ------------------------------------------------------------------
@@ -314,11 +418,12 @@ def test_launch_arguments_have_defaults_and_descriptions(monkeypatch, filename, 
         assert isinstance(arg.default_value, str), name
         assert arg.description and len(arg.description) > 20, name
     for name in ('platform', 'params_file', 'weights', 'backend', 'use_sim_time',
-                 'allow_untrained', 'respawn'):
+                 'allow_untrained', 'respawn', 'cpu_threads'):
         assert name in declared
-    assert declared['platform'].default_value == 'desktop_gpu'
-    assert declared['platform'].choices == list(helpers.PLATFORMS)
+    assert declared['platform'].default_value == 'auto'
+    assert declared['platform'].choices == ['auto'] + list(helpers.PLATFORMS)
     assert nodes_of(actions)
+    shut_down(actions)
 
 
 def test_segmentation_launch_builds_the_node(monkeypatch, tmp_path):
@@ -334,32 +439,76 @@ def test_segmentation_launch_builds_the_node(monkeypatch, tmp_path):
         'regseg_ros', 'segmentation_node', 'regseg')
     assert kw['namespace'] == '/vehicle/front'
     assert kw['remappings'] == [('image', '/cam/image_raw')]
-    assert kw['parameters'] == [str(CONFIG / 'jetson_orin.yaml'), str(params), {
-        'weights': '/w/regseg.pth', 'input_transport': 'compressed', 'use_sim_time': True}]
-    assert kw['respawn'] is True and kw['respawn_delay'] > 0
+    platform_file, params_file, overrides = kw['parameters']
+    assert (platform_file, params_file) == (str(CONFIG / 'jetson_orin.yaml'), str(params))
+    assert yaml.safe_load(Path(overrides).read_text()) == {'/**': {'ros__parameters': {
+        'weights': '/w/regseg.pth', 'input_transport': 'compressed', 'use_sim_time': True}}}
+    # launch's own respawn restarts on every exit code: the launch file restarts crashes itself
+    assert 'respawn' not in kw
+    assert [type(a).__name__ for a in actions] == [
+        'RegisterEventHandler', 'RegisterEventHandler', 'RegisterEventHandler', 'Node']
+    assert {type(h).__name__ for h in (a.args[0] for a in actions[:3])} == {
+        'OnShutdown', 'OnProcessIO', 'OnProcessExit'}
+    (folder,) = launch_dirs(actions)
+    shut_down(actions)
+    assert not folder.exists()
 
 
-def test_segmentation_launch_defaults_and_rviz(monkeypatch):
+def test_segmentation_launch_defaults(monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
     _declared, actions = run_launch_file(monkeypatch, 'segmentation.launch.py')
     (node,) = nodes_of(actions)
-    assert node.kwargs['parameters'] == [str(CONFIG / 'desktop_gpu.yaml'),
-                                         {'use_sim_time': False}]
+    # platform:=auto on a machine where torch sees no CUDA: the cpu preset, and the log says why
+    assert node.kwargs['parameters'][0] == str(CONFIG / 'cpu.yaml')
+    assert params_of(node) == dict(platform_values('cpu'), use_sim_time=False)
+    (log,) = [a.kwargs['msg'] for a in of_type(actions, 'LogInfo')]
+    assert log.startswith('regseg: platform:=auto picked cpu: torch.cuda.is_available() is '
+                          'False')
     assert node.kwargs['remappings'] == [('image', '/camera/image_raw')]
-    assert node.kwargs['respawn'] is False
+    assert not of_type(actions, 'TimerAction')
+    shut_down(actions)
 
+
+def test_segmentation_launch_auto_picks_desktop_gpu_where_torch_sees_cuda(monkeypatch):
+    monkeypatch.setattr(helpers, 'JETSON_MODEL_FILE', '/nonexistent/model')
+    monkeypatch.setattr(helpers, 'TEGRA_RELEASE_FILE', '/nonexistent/nv_tegra_release')
+    _declared, actions = run_launch_file(monkeypatch, 'segmentation.launch.py', cuda=True)
+    (node,) = nodes_of(actions)
+    assert node.kwargs['parameters'][0] == str(CONFIG / 'desktop_gpu.yaml')
+    (log,) = [a.kwargs['msg'] for a in of_type(actions, 'LogInfo')]
+    assert 'platform:=auto picked desktop_gpu: torch.cuda.is_available() is True' in log
+    shut_down(actions)
+
+
+def test_segmentation_launch_rviz_file_is_removed_at_shutdown(monkeypatch):
     _declared, actions = run_launch_file(monkeypatch, 'segmentation.launch.py', rviz='true',
                                          namespace='front', image='/front_camera/image_raw')
     regseg, rviz = nodes_of(actions)
     assert rviz.kwargs['executable'] == 'rviz2'
     assert rviz.kwargs['arguments'][0] == '-d'
     config = Path(rviz.kwargs['arguments'][1])
-    try:
-        topics = [d['Topic']['Value'] for d in
-                  yaml.safe_load(config.read_text())['Visualization Manager']['Displays']]
-    finally:
-        config.unlink()
+    topics = [d['Topic']['Value'] for d in
+              yaml.safe_load(config.read_text())['Visualization Manager']['Displays']]
     assert topics == ['/front_camera/image_raw', '/front/regseg/overlay', '/front/regseg/color',
                       '/front/regseg/drivable_mask']
+    assert params_of(rviz) == {'use_sim_time': False}
+    assert config.parent in launch_dirs(actions)
+    shut_down(actions)
+    assert not config.exists() and not config.parent.exists()
+
+
+def test_segmentation_launch_without_rviz2_skips_rviz_with_a_warning(monkeypatch, caplog):
+    _declared, actions = run_launch_file(monkeypatch, 'segmentation.launch.py', rviz='true',
+                                         rviz2_installed=False)
+    (node,) = nodes_of(actions)  # the segmentation node only: no rviz2 action to fail on
+    assert node.kwargs['executable'] == 'segmentation_node'
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "rviz:=true but rviz2 is not installed (package 'rviz2' not found" in warning.message
+    assert 'starting without RViz' in warning.message
+    (folder,) = launch_dirs(actions)
+    assert not list(folder.glob('*.rviz'))
+    shut_down(actions)
+    assert not folder.exists()
 
 
 @pytest.mark.parametrize('arguments,expected', [
@@ -370,6 +519,7 @@ def test_segmentation_launch_defaults_and_rviz(monkeypatch):
     ({'use_sim_time': 'maybe'}, "use_sim_time:='maybe' is not a boolean"),
     ({'rviz': 'yes'}, "rviz:='yes' is not a boolean: use true or false"),
     ({'namespace': '1st camera'}, "namespace '1st camera' is not a valid ROS namespace"),
+    ({'cpu_threads': 'all'}, "cpu_threads:='all' is not a thread count"),
 ])
 def test_segmentation_launch_rejects_bad_arguments(monkeypatch, arguments, expected):
     with pytest.raises(RegsegError, match=re.escape(expected)):
@@ -384,13 +534,16 @@ def test_vehicle_launch_builds_a_node_per_enabled_camera(monkeypatch):
     assert [n.kwargs['remappings'] for n in nodes] == [
         [('image', '/front_camera/image_raw')], [('image', '/left_camera/image_raw')],
         [('image', '/right_camera/image_raw')]]
-    assert [n.kwargs['parameters'] for n in nodes] == [
-        [str(CONFIG / 'jetson_xavier.yaml'),
-         {'backend': 'auto', 'use_sim_time': False, 'input_transport': transport}]
-        for transport in ('raw', 'compressed', 'compressed')]
+    assert [n.kwargs['parameters'][0] for n in nodes] == [str(CONFIG / 'jetson_xavier.yaml')] * 3
+    # on the GPU the preset's cpu_threads (pre/post-processing) is kept
+    assert [params_of(n) for n in nodes] == [
+        dict(platform_values('jetson_xavier'), backend='auto', use_sim_time=False,
+             input_transport=transport) for transport in ('raw', 'compressed', 'compressed')]
     logs = ' | '.join(a.kwargs['msg'] for a in actions if type(a).__name__ == 'LogInfo')
     assert 'skipping camera rear (enabled: false' in logs
     assert 'camera left: /left_camera/image_raw/compressed (compressed) -> /left/regseg/*' in logs
+    assert 'platform:=auto' not in logs and 'cpu_threads' not in logs
+    shut_down(actions)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -472,3 +625,213 @@ def test_overrides_keep_yaml_values_unless_given():
         == [True, True, True, False, False, False]
     assert helpers.normalize_namespace('/') == ''
     assert helpers.output_topic('', 'overlay') == '/regseg/overlay'
+
+
+# -- cpu_threads between the cameras ------------------------------------------------------------
+
+@pytest.mark.parametrize('cores,arguments,expected', [
+    (8, {}, 2),                        # 8 cores, 3 enabled cameras: 2 threads each
+    (2, {}, 1),                        # fewer cores than cameras: at least 1
+    (8, {'cpu_threads': '3'}, 3),      # the launch argument wins
+    (8, {'cpu_threads': '0'}, 0),      # 0 (torch default) is a choice too
+])
+def test_vehicle_launch_splits_the_cores_between_cpu_nodes(monkeypatch, caplog, cores,
+                                                           arguments, expected):
+    monkeypatch.setattr(helpers, 'cpu_count', lambda: cores)
+    _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
+                                         platform='cpu', **arguments)
+    nodes = nodes_of(actions)
+    assert len(nodes) == 3
+    assert [params_of(n)['cpu_threads'] for n in nodes] == [expected] * 3
+    logs = ' | '.join(a.kwargs['msg'] for a in of_type(actions, 'LogInfo'))
+    if not arguments:
+        assert f'{cores} core(s) shared by 3 camera node(s) on the CPU: cpu_threads ' \
+               f'{expected} each' in logs
+    shut_down(actions)
+
+
+def test_vehicle_launch_keeps_the_cpu_threads_of_params_file(monkeypatch, tmp_path):
+    monkeypatch.setattr(helpers, 'cpu_count', lambda: 8)
+    mine = tmp_path / 'mine.yaml'
+    mine.write_text('/**:\n  ros__parameters:\n    cpu_threads: 5\n')
+    _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
+                                         platform='cpu', params_file=str(mine))
+    assert [params_of(n)['cpu_threads'] for n in nodes_of(actions)] == [5] * 3
+    on_gpu = tmp_path / 'gpu.yaml'  # the user's file moves the cpu preset onto CUDA: no split
+    on_gpu.write_text('regseg:\n  ros__parameters:\n    device: cuda\n')
+    assert helpers.vehicle_cpu_threads(None, str(CONFIG / 'cpu.yaml'), str(on_gpu), 3, 8) == (
+        None, '')
+    shut_down(actions)
+
+
+# -- what the launch does when a node exits ---------------------------------------------------
+
+REASON = "weights '/nonexistent/regseg.pth' not found: pass a path, an https:// URL or a name"
+
+
+def test_configuration_error_ends_the_launch_with_the_nodes_reason(monkeypatch):
+    _declared, actions = run_launch_file(monkeypatch, 'segmentation.launch.py',
+                                         namespace='front', platform='cpu')
+    output = b'[INFO] [1712345678.0] [front.regseg]: loading\n' + fatal_line(REASON)
+    with pytest.raises(helpers.LaunchFailure) as err:
+        node_exits(actions, helpers.CONFIG_ERROR_EXIT, output)
+    assert str(err.value) == ('/front/regseg cannot start (exit code 2, a configuration error): '
+                              + REASON)
+    shut_down(actions)
+
+
+def test_configuration_error_is_not_respawned(monkeypatch):
+    _declared, actions = run_launch_file(monkeypatch, 'segmentation.launch.py', respawn='true',
+                                         platform='cpu')
+    with pytest.raises(helpers.LaunchFailure, match=re.escape(
+            f'{REASON} (not respawned: a configuration error comes back on every start)')):
+        node_exits(actions, helpers.CONFIG_ERROR_EXIT, fatal_line(REASON))
+    shut_down(actions)
+
+
+def test_configuration_error_waits_for_a_late_fatal_line(monkeypatch):
+    _declared, actions = run_launch_file(monkeypatch, 'segmentation.launch.py', platform='cpu')
+    timer = node_exits(actions, helpers.CONFIG_ERROR_EXIT)  # exit seen before the FATAL line
+    assert type(timer).__name__ == 'TimerAction'
+    assert 0 < timer.kwargs['period'] <= 1.0
+    (on_output,) = [h.kwargs['on_stderr'] for h in handlers_of(actions, 'OnProcessIO')]
+    on_output(types.SimpleNamespace(text=fatal_line(REASON)))
+    (fail,) = timer.kwargs['actions']
+    with pytest.raises(helpers.LaunchFailure, match=re.escape(REASON)):
+        fail.kwargs['function'](LaunchContext())
+    shut_down(actions)
+
+
+def test_crash_is_respawned_when_asked(monkeypatch, caplog):
+    _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
+                                         platform='cpu', respawn='true')
+    first = nodes_of(actions)[1]
+    timer = node_exits(actions, -11, b'Segmentation fault\n', node=first)
+    assert type(timer).__name__ == 'TimerAction'
+    assert timer.kwargs['period'] == helpers.RESPAWN_DELAY_S
+    again = timer.kwargs['actions']
+    (node,) = nodes_of(again)
+    assert node is not first and node.kwargs == first.kwargs  # same camera, same files
+    assert '/left/regseg exited (killed by SIGSEGV, a crash): respawning in 2 s' in caplog.text
+    # the respawned node is supervised too: its configuration error still ends the launch
+    with pytest.raises(helpers.LaunchFailure, match='/left/regseg cannot start'):
+        node_exits(again, helpers.CONFIG_ERROR_EXIT, fatal_line(REASON))
+    assert isinstance(node_exits(again, 1), type(timer))
+    shut_down(actions)
+
+
+@pytest.mark.parametrize('returncode,respawn,shutting_down,action', [
+    (0, 'false', False, None),       # stopped from outside: nothing to do
+    (0, 'true', False, None),        # a clean stop is not a crash: not restarted
+    (-2, 'true', True, None),        # Ctrl-C: the launch is shutting down, nothing to do
+    (2, 'true', True, None),
+    (1, 'false', False, 'fail'),     # a crash without respawn: the launch stops, non-zero
+    (-9, 'false', False, 'fail'),
+    (1, 'true', False, 'respawn'),
+])
+def test_exit_handler_decides(monkeypatch, returncode, respawn, shutting_down, action):
+    _declared, actions = run_launch_file(monkeypatch, 'segmentation.launch.py', respawn=respawn,
+                                         platform='cpu')
+    if action == 'fail':
+        with pytest.raises(helpers.LaunchFailure, match=r'/regseg exited \((exit code 1|killed '
+                                                        r'by SIGKILL), a crash\); the launch'):
+            node_exits(actions, returncode, shutting_down=shutting_down)
+    else:
+        got = node_exits(actions, returncode, shutting_down=shutting_down)
+        assert (type(got).__name__ == 'TimerAction') == (action == 'respawn')
+        assert got is None or action == 'respawn'
+    shut_down(actions)
+
+
+def test_exit_watcher_reads_the_fatal_line_whole():
+    watcher = helpers.ExitWatcher('/regseg')
+    line = fatal_line(REASON, node='front.regseg')
+    coloured = b'\x1b[31m' + line.rstrip(b'\n') + b'\x1b[0m\n'
+    for text in (line, coloured):
+        watcher = helpers.ExitWatcher('/regseg')
+        for i in range(len(text)):
+            watcher.feed(text[i:i + 1])
+        assert watcher.reason == REASON
+    watcher = helpers.ExitWatcher('/regseg')
+    watcher.feed(line.rstrip(b'\n'))  # no newline before the exit
+    assert REASON in watcher.decide(2).message
+    watcher = helpers.ExitWatcher('/regseg')
+    watcher.feed('[ERROR] [1.0] [regseg]: frame dropped\n')
+    assert watcher.decide(2) == helpers.ExitDecision(
+        'fail', '/regseg cannot start (exit code 2, a configuration error): see its FATAL line '
+                'above')
+
+
+@pytest.mark.ros
+def test_real_node_reason_reaches_the_launch(monkeypatch, tmp_path):
+    """The node's own FATAL line and exit code, through the launch file's handlers."""
+    pytest.importorskip('torch')
+    _declared, actions = run_launch_file(
+        monkeypatch, 'segmentation.launch.py', platform='cpu', namespace='lc_fail',
+        weights=str(tmp_path / 'missing.pth'), respawn='true')
+    proc = NodeProcess(tmp_path, *ros_args_of(nodes_of(actions)[0]))
+    try:
+        code = proc.wait(timeout=START_S)
+    finally:
+        proc.stop()
+    assert code == helpers.CONFIG_ERROR_EXIT, proc.log()
+    with pytest.raises(helpers.LaunchFailure) as err:
+        node_exits(actions, code, proc.log().encode())
+    message = str(err.value)
+    assert message.startswith('/lc_fail/regseg cannot start (exit code 2, a configuration error)')
+    assert 'missing.pth' in message and 'not respawned' in message
+    shut_down(actions)
+
+
+# -- platform:=auto ---------------------------------------------------------------------------
+
+ORIN = 'NVIDIA Jetson AGX Orin Developer Kit'
+XAVIER_NX = 'NVIDIA Jetson Xavier NX Developer Kit'
+R36 = '# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64'
+R35 = '# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64'
+
+
+@pytest.mark.parametrize('model,tegra,cuda,platform,why', [
+    ('', '', True, 'desktop_gpu', 'torch.cuda.is_available() is True'),
+    ('', '', False, 'cpu', 'is False (stand-in); pass platform:=desktop_gpu'),
+    (ORIN, R36, True, 'jetson_orin', f"Jetson (/proc/device-tree/model: '{ORIN}')"),
+    (XAVIER_NX, R35, True, 'jetson_xavier', f"'{XAVIER_NX}'"),
+    ('', R36, True, 'jetson_orin', 'L4T R36 (JetPack 6: Orin)'),
+    ('', R35, True, 'jetson_xavier', 'not recognisably an Orin'),
+    (ORIN, R36, False, 'cpu', 'but torch.cuda.is_available() is False (stand-in): install '
+                              'PyTorch for Jetson'),
+])
+def test_auto_platform_detection(model, tegra, cuda, platform, why):
+    files = {helpers.JETSON_MODEL_FILE: model, helpers.TEGRA_RELEASE_FILE: tegra}
+    got, reason = helpers.detect_platform(files.get, cuda_probe_says(cuda))
+    assert got == platform
+    assert why in reason
+    assert helpers.resolve_platform('cpu') == ('cpu', '')
+
+
+def test_cuda_probe_runs_torch_in_a_child(monkeypatch):
+    pytest.importorskip('torch')
+    import torch
+    usable, said = helpers.probe_cuda()
+    assert usable == torch.cuda.is_available()
+    assert f'torch {torch.__version__}' in said
+    monkeypatch.setattr(helpers, '_CUDA_PROBE', 'import sys; sys.exit(3)')
+    assert helpers.probe_cuda() == (False, 'the torch CUDA check failed (list index out of '
+                                           'range)')
+
+
+# -- files the launch writes ------------------------------------------------------------------
+
+@pytest.mark.parametrize('filename', ['segmentation.launch.py', 'vehicle_cameras.launch.py'])
+def test_launch_files_leave_no_temporary_files(monkeypatch, tmp_path, filename):
+    monkeypatch.setattr(helpers.tempfile, 'tempdir', str(tmp_path))
+    _declared, actions = run_launch_file(monkeypatch, filename, platform='cpu',
+                                         **({'rviz': 'true'} if 'segmentation' in filename
+                                            else {}))
+    for node in nodes_of(actions):
+        assert all(isinstance(p, str) for p in node.kwargs['parameters'])
+    (folder,) = launch_dirs(actions)
+    assert folder.parent == tmp_path and os.listdir(folder)
+    shut_down(actions)
+    assert os.listdir(tmp_path) == []
+    helpers.LaunchFiles().cleanup()  # also safe when called twice (and at exit)
