@@ -4,9 +4,20 @@ launch_pytest tests of the launch files: the launched nodes answer camera frames
 They need launch, launch_ros and launch_pytest (a ROS 2 workspace: ``colcon test``) and are
 skipped without them. launch_pytest of the 2024 vintage fails on pytest >= 8.4 (ros2/launch#947):
 pin pytest below 8.4 in such a workspace.
+
+The exit-code tests run the launch file as ``ros2 launch`` does (``ros2 launch`` itself when
+ros2cli is there, else the same LaunchService calls) in a child process with a private TMPDIR,
+which must be empty when the launch has ended: no ``launch_params_*``, no generated RViz file.
 """
 
+import os
 from pathlib import Path
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 
 import cv2
 import numpy as np
@@ -33,6 +44,82 @@ SMALL_PARAMS = """/**:
     network_width: 128
 """
 TIMEOUT_S = 120.0
+# What `ros2 launch <file> name:=value ...` does (ros2launch.api.launch_a_launch_file).
+LAUNCH_RUNNER = """
+import sys
+from launch import LaunchDescription, LaunchService
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+arguments = [tuple(a.split(':=', 1)) for a in sys.argv[2:]]
+service = LaunchService(argv=sys.argv[2:])
+service.include_launch_description(LaunchDescription([IncludeLaunchDescription(
+    PythonLaunchDescriptionSource(sys.argv[1]), launch_arguments=arguments)]))
+sys.exit(service.run())
+"""
+
+
+@pytest.fixture(scope='module', autouse=True)
+def private_tmp(tmp_path_factory):
+    """Give launch_ros and the launch files a temp folder of their own; it must end up empty."""
+    path = tmp_path_factory.mktemp('launch_tmp')
+    before, tempfile.tempdir = tempfile.tempdir, str(path)
+    try:
+        yield path
+    finally:
+        tempfile.tempdir = before
+    left = sorted(os.listdir(path))
+    shutil.rmtree(path, ignore_errors=True)
+    assert not left, f'the launches left temporary files: {left}'
+
+
+def launch_command(filename, **arguments):
+    """Return `ros2 launch launch/<filename> name:=value ...` (or the same without ros2cli)."""
+    args = [f'{name}:={value}' for name, value in arguments.items()]
+    ros2 = shutil.which('ros2')
+    if ros2:
+        return [ros2, 'launch', str(LAUNCH_DIR / filename), *args]
+    return [sys.executable, '-c', LAUNCH_RUNNER, str(LAUNCH_DIR / filename), *args]
+
+
+class LaunchProcess:
+    """A launch in a child process (own session, own TMPDIR); output collected in a file."""
+
+    def __init__(self, tmp_path, filename, **arguments):
+        self.tmp = tmp_path / 'tmpdir'
+        self.tmp.mkdir()
+        self.log_path = tmp_path / 'launch.log'
+        self._log = open(self.log_path, 'w')
+        self.proc = subprocess.Popen(
+            launch_command(filename, **arguments), stdout=self._log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, TMPDIR=str(self.tmp)), start_new_session=True)
+
+    def log(self):
+        return self.log_path.read_text()
+
+    def wait(self, timeout=TIMEOUT_S):
+        """Wait for the launch to end by itself; kill its whole session if it does not."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f'the launch did not end within {timeout} s:\n{self.log()}')
+
+    def interrupt(self, timeout=TIMEOUT_S):
+        """Ctrl-C the launch as a terminal does (its whole process group); return its exit code."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        return self.wait(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def close(self):
+        self.kill()
+        self._log.close()
+
+    def leftovers(self):
+        return sorted(os.listdir(self.tmp))
 
 
 def include(filename, **arguments):
@@ -132,3 +219,71 @@ def test_vehicle_launch_runs_a_node_per_enabled_camera():
         assert not any(ns == '/lp_rear' for _name, ns in names)
     finally:
         peer.close()
+
+
+# -- exit codes, respawn, rviz: the launch run as ros2 launch runs it ------------------------
+
+def test_node_that_cannot_start_fails_the_launch_with_its_reason(tmp_path):
+    missing = tmp_path / 'missing_regseg.pth'
+    launch = LaunchProcess(tmp_path, 'segmentation.launch.py', platform='cpu',
+                           weights=str(missing), namespace='lp_fail',
+                           image='/lp_fail_cam/image_raw')
+    try:
+        code = launch.wait()
+    finally:
+        launch.close()
+    log = launch.log()
+    assert code != 0, log
+    assert 'Caught exception in launch' in log, log
+    assert ('/lp_fail/regseg cannot start (exit code 2, a configuration error): ') in log, log
+    (fatal,) = [line for line in log.splitlines() if '[FATAL]' in line and 'cannot start' in line]
+    reason = fatal.split('cannot start: ', 1)[1].strip()
+    assert str(missing) in reason
+    assert f'a configuration error): {reason}' in log  # the launch repeats the node's reason
+    assert launch.leftovers() == []
+
+
+def test_configuration_error_is_not_respawned(tmp_path):
+    launch = LaunchProcess(tmp_path, 'segmentation.launch.py', platform='cpu',
+                           weights=str(tmp_path / 'missing.pth'), respawn='true',
+                           namespace='lp_respawn', image='/lp_respawn_cam/image_raw')
+    try:
+        code = launch.wait()  # a respawn loop would never end
+    finally:
+        launch.close()
+    log = launch.log()
+    assert code != 0, log
+    assert log.count('process started with pid') == 1, log
+    assert 'not respawned: a configuration error comes back on every start' in log, log
+    assert launch.leftovers() == []
+
+
+def test_rviz_is_skipped_without_rviz2(tmp_path, small_params):
+    from ament_index_python.packages import get_package_prefix, PackageNotFoundError
+    try:
+        get_package_prefix('rviz2')
+    except PackageNotFoundError:
+        pass
+    else:
+        pytest.skip('rviz2 is installed here: rviz:=true would open a window')
+    launch = LaunchProcess(tmp_path, 'segmentation.launch.py', rviz='true',
+                           allow_untrained='true', params_file=small_params,
+                           namespace='lp_rviz', image='/lp_rviz_cam/image_raw')
+    peer = RosPeer('launch_pytest_rviz')
+    try:
+        wait_for_outputs(peer, Image, '/lp_rviz_cam/image_raw',
+                         make_image(frame(), 'rgb8', stamp=(6, 0), frame_id='lp_rviz_cam'),
+                         '/lp_rviz')
+        assert launch.proc.poll() is None, launch.log()
+        assert launch.interrupt() == 0, launch.log()
+        deadline = time.monotonic() + 30.0  # the node went with the launch: no orphan
+        while ('regseg', '/lp_rviz') in peer.node.get_node_names_and_namespaces():
+            assert time.monotonic() < deadline, 'segmentation_node outlived its launch'
+            peer.executor.spin_once(timeout_sec=0.2)
+    finally:
+        peer.close()
+        launch.close()
+    log = launch.log()
+    assert "rviz:=true but rviz2 is not installed (package 'rviz2' not found" in log, log
+    assert 'platform:=auto picked ' in log, log  # the default platform says what it picked
+    assert launch.leftovers() == []  # parameter files and the generated RViz file are gone
