@@ -20,19 +20,20 @@ bounded, so memory stays at a few batches whatever the size of the bag.
 import argparse
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+import glob
 import os
 from pathlib import Path
 import queue
+import re
 import shutil
 import sys
 import threading
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
 from regseg_ros.cli import (
-    add_model_arguments, ArgumentParser, build_segmenter, err as _err, format_size,
-    RUNTIME_ERROR)
+    add_model_arguments, ArgumentParser, build_segmenter, err as _err, format_size)
 from regseg_ros.errors import RegsegError
 from regseg_ros.imaging import (
     blend, colorize, decode_compressed, decode_image, DEFAULT_MAX_INPUT_PIXELS, resize_rgb)
@@ -51,6 +52,15 @@ BAG_SUFFIXES = ('.mcap', '.db3', '.db3-shm', '.db3-wal', '.db3-journal', '.mcap.
 MAX_REPORTS_PER_TOPIC = 10
 PENDING_BYTES = 256 * 2**20   # flush a partial batch when this much waits for the next frame
 DEFAULT_NETWORK_SIZE = (512, 1024)
+# Offered QoS of the output topics where the camera topic has none recorded: rclcpp's default
+# (keep last 10, reliable, volatile; the rest the system default).
+DEFAULT_QOS = {'history': 1, 'depth': 10, 'reliability': 1, 'durability': 2,
+               'deadline': {'sec': 0, 'nsec': 0}, 'lifespan': {'sec': 0, 'nsec': 0},
+               'liveliness': 0, 'liveliness_lease_duration': {'sec': 0, 'nsec': 0},
+               'avoid_ros_namespace_conventions': False}
+# Not ROS distributions: what rosbags writes in place of one.
+NOT_A_DISTRO = ('', 'rosbags')
+PARTIAL = '.partial-'  # OUT is written as OUT.partial-<pid> and renamed when complete
 _END, _COMMIT, _ABORT = object(), object(), object()
 
 
@@ -98,8 +108,8 @@ def _storage_of(path: Path) -> str:
     return 'sqlite3'
 
 
-def _check_output(src: Path, dst: Path, overwrite: bool, delete: bool = False) -> None:
-    """Refuse an existing OUT unless --overwrite; ``delete`` removes it, if it is only a bag."""
+def _check_output(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse an existing OUT unless --overwrite, and then unless it is only a bag folder."""
     s, d = src.resolve(), dst.resolve()
     if s == d or s in d.parents or d in s.parents:
         raise RegsegError(f'output {str(dst)!r} is or overlaps the input bag {str(src)!r}: '
@@ -110,17 +120,61 @@ def _check_output(src: Path, dst: Path, overwrite: bool, delete: bool = False) -
         raise RegsegError(f'output {str(dst)!r} exists already: pass --overwrite to replace it, '
                           'or choose another OUT')
     if dst.is_dir() and not dst.is_symlink():
-        foreign = [p.name for p in dst.iterdir() if p.is_dir() or not (
-            p.name in BAG_FILES or p.name.endswith(BAG_SUFFIXES))]
+        foreign = _foreign(dst)
         if foreign:
             raise RegsegError(
                 f'--overwrite refuses to delete {str(dst)!r}: it holds {sorted(foreign)[:5]}, '
                 'which are not rosbag2 files; remove it yourself or choose another OUT')
-        if delete:
-            shutil.rmtree(dst)
     else:
         raise RegsegError(f'output {str(dst)!r} exists and is not a bag folder: remove it '
                           'yourself or choose another OUT')
+
+
+def _foreign(folder: Path) -> List[str]:
+    """Names in ``folder`` that are not rosbag2 bag files."""
+    return [p.name for p in folder.iterdir() if p.is_dir() or not (
+        p.name in BAG_FILES or p.name.endswith(BAG_SUFFIXES))]
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has only just started writing: an earlier run's leftover
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, but belongs to someone else
+    return True
+
+
+def remove_stale_partials(dst: Path, log=_err) -> List[Path]:
+    """
+    Remove ``OUT.partial-<pid>`` folders of processes that no longer run (killed mid-run).
+
+    A folder of a process still running (another segment_bag writing the same OUT) is left
+    alone, and so is anything that is not only bag files. Returns the folders removed.
+    """
+    removed = []
+    for path in sorted(dst.parent.glob(glob.escape(dst.name) + PARTIAL + '*')):
+        match = re.fullmatch(re.escape(dst.name + PARTIAL) + r'(\d+)(-old)?', path.name)
+        if not match or not path.is_dir() or path.is_symlink() or _alive(int(match[1])):
+            continue
+        if _foreign(path):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log(f'segment_bag: removed {str(path)!r}, the unfinished output of an earlier run '
+            f'(process {match[1]}, no longer running)')
+        removed.append(path)
+    return removed
+
+
+def _lost_text(lost: Dict[str, int], exact: bool) -> str:
+    total = sum(lost.values())
+    if not lost:
+        return 'no messages known to be lost' if exact else 'an unknown number of messages'
+    parts = ', '.join(f'{t}: {n}' for t, n in sorted(lost.items()))
+    return f'{"" if exact else "~"}{total} message(s) ({parts})'
 
 
 @dataclass
@@ -132,6 +186,8 @@ class Summary:
     copied: int = 0                                           # original messages written
     outputs: List[str] = field(default_factory=list)          # topics added
     dropped_topics: List[str] = field(default_factory=list)   # not copyable (no definition)
+    read: int = 0                                             # messages read from IN
+    damages: list = field(default_factory=list)               # bag_io.Damage, salvaged input
     seconds: float = 0.0
     storage: str = ''
 
@@ -144,6 +200,16 @@ class Summary:
         return sum(self.skipped.values())
 
     @property
+    def lost(self) -> int:
+        """Messages known (or estimated) to be lost to damage in the input."""
+        return sum(d.lost_total for d in self.damages)
+
+    @property
+    def chunks_skipped(self) -> int:
+        """Damaged MCAP chunks skipped."""
+        return sum(1 for d in self.damages if d.chunk)
+
+    @property
     def fps(self) -> float:
         done = self.total_frames + self.total_skipped
         return done / self.seconds if self.seconds > 0 else 0.0
@@ -152,12 +218,15 @@ class Summary:
 class _Item:
     """One message on its way through the pipeline (in bag order)."""
 
-    __slots__ = ('conn', 'timestamp', 'raw', 'future', 'is_frame', 'header', 'size', 'net',
-                 'rgb', 'labels', 'error')
+    __slots__ = ('conn', 'timestamp', 'publish', 'sequence', 'raw', 'future', 'is_frame',
+                 'header', 'size', 'net', 'rgb', 'labels', 'error')
 
-    def __init__(self, conn, timestamp: int, raw, future: Optional[Future] = None):
+    def __init__(self, conn, timestamp: int, publish: int, sequence: int, raw,
+                 future: Optional[Future] = None):
         self.conn = conn
         self.timestamp = timestamp
+        self.publish = publish
+        self.sequence = sequence
         self.raw = raw
         self.future = future
         self.is_frame = future is not None
@@ -176,8 +245,9 @@ class BagSegmenter:
 
     def __init__(self, src, dst, topics: Optional[Sequence[str]] = None, overlay: bool = False,
                  storage: Optional[str] = None, overwrite: bool = False,
-                 max_pixels: int = DEFAULT_MAX_INPUT_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_INPUT_PIXELS, strict: bool = False):
         self.max_pixels = max_pixels
+        self.strict = strict
         (self.rosbag2, self.typesys, self.interfaces, self.BagReader,
          self.BagWriter) = _rosbags()
         self.src, self.dst = Path(src), Path(dst)
@@ -190,16 +260,31 @@ class BagSegmenter:
         self.outputs = ('labels', 'drivable_mask') + (('overlay',) if overlay else ())
         self.overwrite = overwrite
         _check_output(self.src, self.dst, overwrite)
-        reader = self._open_reader()
+        self.planned_damages: list = []
+        reader = self._open_reader(self.planned_damages.append)
         try:
             self._plan(reader, topics)
         finally:
             reader.close()
 
-    def _open_reader(self):
+    def _strict(self, damage) -> None:
+        if self.strict:
+            raise RegsegError(
+                f'{damage.path}: {damage.problem} at offset {damage.offset}: --strict refuses '
+                'damaged input; leave out --strict to salvage what can be read')
+
+    def _open_reader(self, on_damage):
+        def handle(damage):
+            self._strict(damage)
+            on_damage(damage)
         try:
-            reader = self.BagReader(self.src)
+            try:
+                reader = self.BagReader(self.src, on_damage=handle)
+            except TypeError:  # rosbags' own Reader (see _rosbags): no salvaging
+                reader = self.BagReader(self.src)
             reader.open()
+        except RegsegError:
+            raise
         except Exception as exc:  # noqa: B902 rosbags, sqlite and YAML errors alike
             raise RegsegError(f'cannot read input bag {str(self.src)!r} '
                               f'({type(exc).__name__}: {exc}): is it a rosbag2 folder, .mcap '
@@ -256,6 +341,10 @@ class BagSegmenter:
             distro = (reader.ros_distro or '').lower()
         except Exception:  # noqa: B902 single-file readers may lack the field
             distro = ''
+        if distro in NOT_A_DISTRO:
+            distro = os.environ.get('ROS_DISTRO', '').lower()
+        # Written into OUT as rosbag2 does: the input's distribution, else the running one.
+        self.ros_distro = distro or None
         stores = typesys.Stores.__members__
         store = (typesys.Stores.LATEST if distro == 'rolling'
                  else stores.get(f'ROS2_{distro.upper()}', typesys.Stores.ROS2_HUMBLE))
@@ -306,18 +395,47 @@ class BagSegmenter:
         self._reports: Dict[str, int] = {}
         bar = Progress(total=self.total_frames or None, desc='segment_bag', enabled=progress)
         self._bar = bar
-        _check_output(self.src, self.dst, self.overwrite, delete=True)
+        _check_output(self.src, self.dst, self.overwrite)
+        remove_stale_partials(self.dst, log=bar.write)
+        # OUT is written under a temporary name and renamed once complete (metadata.yaml
+        # included): a run killed half-way never leaves anything that looks like a finished bag.
+        self.tmp = self.dst.parent / f'{self.dst.name}{PARTIAL}{os.getpid()}'
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)  # this process's own, from an earlier failed run
         self._created = False
         try:
             self._pipeline(batch, threads)
+            self._finish()
         except BaseException:
             if self._created:
-                shutil.rmtree(self.dst, ignore_errors=True)  # a half-written bag is no use
+                shutil.rmtree(self.tmp, ignore_errors=True)  # a half-written bag is no use
             raise
         finally:
             bar.close()
         summary.seconds = self._seconds
         return summary
+
+    def _finish(self) -> None:
+        """Move the finished bag to OUT (replacing the old OUT only now, with --overwrite)."""
+        old = None
+        try:
+            if self.dst.exists() or self.dst.is_symlink():
+                _check_output(self.src, self.dst, self.overwrite)
+                old = self.dst.parent / f'{self.tmp.name}-old'
+                os.rename(self.dst, old)
+            os.rename(self.tmp, self.dst)
+        except OSError as exc:
+            raise RegsegError(f'cannot move the finished bag {str(self.tmp)!r} to '
+                              f'{str(self.dst)!r}: {exc}') from exc
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _damaged(self, damage) -> None:
+        """Report a damaged part of the input found while reading it (reader thread)."""
+        self._summary.damages.append(damage)
+        self._bar.write(f'segment_bag: warning: {damage.path}: {damage.problem} at offset '
+                        f'{damage.offset}: skipped '
+                        f'{_lost_text(damage.lost, damage.exact)}')
 
     def _pipeline(self, batch: int, threads: int) -> None:
         """
@@ -358,35 +476,57 @@ class BagSegmenter:
             raise RegsegError(f'cannot write {str(self.dst)!r}: {type(error).__name__}: '
                               f'{error}') from error
 
+    def _rihs01(self, msgtype: str) -> str:
+        """Return the type hash of ``msgtype`` as the bag defines it (else the store's), or ''."""
+        for store in (self.read_store, self.write_store):
+            if msgtype in store.fielddefs:
+                try:
+                    return store.hash_rihs01(msgtype)
+                except Exception:  # noqa: B902 a definition rosbags cannot hash
+                    continue
+        return ''
+
+    def _definition(self, conn) -> Optional[dict]:
+        """Return the add_connection arguments that keep the bag's own definition text."""
+        none = self.interfaces.MessageDefinitionFormat.NONE
+        data = conn.msgdef.data if conn.msgdef.format != none else ''
+        digest = (conn.digest or self._rihs01(conn.msgtype)) if data else ''
+        if data and digest:
+            return {'msgdef': data, 'rihs01': digest}
+        if conn.msgtype in self.write_store.fielddefs:
+            return {'typestore': self.write_store}
+        return None
+
     def _add_connections(self, writer) -> None:
-        fmt = self.interfaces.MessageDefinitionFormat
+        from rosbags.rosbag2.metadata import parse_qos
+        self._full_write = self.BagWriter is not self.rosbag2.Writer
         self._out_conn: Dict[int, object] = {}
+        image = None  # the definition the output topics share: the bag's Image, if it has one
         for conn in self.connections:
-            data = conn.msgdef.data if conn.msgdef.format != fmt.NONE else ''
             ext = conn.ext
-            common = {'serialization_format': ext.serialization_format,
-                      'offered_qos_profiles': ext.offered_qos_profiles}
-            if data and conn.digest:
-                kwargs = {'msgdef': data, 'rihs01': conn.digest}
-            elif conn.msgtype in self.write_store.fielddefs:
-                kwargs = {'typestore': self.write_store}
-            else:
+            kwargs = self._definition(conn)
+            if kwargs is None:
                 self._summary.dropped_topics.append(conn.topic)
                 self._bar.write(
                     f'warning: not copying {conn.topic} ({conn.msgtype}): the bag stores no '
                     'definition of that type and the ROS 2 type store does not know it')
                 continue
-            self._out_conn[conn.id] = writer.add_connection(conn.topic, conn.msgtype,
-                                                            **kwargs, **common)
+            if conn.msgtype == IMAGE and image is None:
+                image = kwargs
+            self._out_conn[conn.id] = writer.add_connection(
+                conn.topic, conn.msgtype, serialization_format=ext.serialization_format,
+                offered_qos_profiles=ext.offered_qos_profiles, **kwargs)
+        image = image or {'typestore': self.write_store}
         self._seg_conn: Dict[str, Dict[str, object]] = {}
         for conn_id, base in self.base.items():
             if base in self._seg_conn:
                 continue
             ext = self.inputs[conn_id].ext
+            qos = ext.offered_qos_profiles or parse_qos([DEFAULT_QOS])
             self._seg_conn[base] = {
-                name: writer.add_connection(f'{base}/{name}', IMAGE, typestore=self.write_store,
+                name: writer.add_connection(f'{base}/{name}', IMAGE,
                                             serialization_format=ext.serialization_format,
-                                            offered_qos_profiles=ext.offered_qos_profiles)
+                                            offered_qos_profiles=qos, **image)
                 for name in self.outputs}
             self._summary.outputs += [f'{base}/{name}' for name in self.outputs]
 
@@ -419,12 +559,15 @@ class BagSegmenter:
     def _read(self, pool, inbox, stop) -> None:
         """Reader thread: bag order in, decode jobs submitted ahead of inference."""
         try:
-            reader = self._open_reader()
+            reader = self._open_reader(self._damaged)
             try:
-                for conn, timestamp, raw in reader.messages():
+                records = (reader.records() if hasattr(reader, 'records')
+                           else ((c, t, t, 0, d) for c, t, d in reader.messages()))
+                for conn, timestamp, publish, sequence, raw in records:
                     future = (pool.submit(self._decode, conn, raw) if conn.id in self.inputs
                               else None)
-                    if not self._put(inbox, _Item(conn, timestamp, raw, future), stop):
+                    item = _Item(conn, timestamp, publish, sequence, raw, future)
+                    if not self._put(inbox, item, stop):
                         return
             finally:
                 reader.close()
@@ -480,8 +623,12 @@ class BagSegmenter:
                   'sqlite3': self.rosbag2.StoragePlugin.SQLITE3}[self.storage]
         writer = None
         try:
-            writer = self.BagWriter(self.dst, version=8, storage_plugin=plugin)
-            self._created = True  # OUT did not exist: whatever open() leaves there is ours
+            try:
+                writer = self.BagWriter(self.tmp, version=8, storage_plugin=plugin,
+                                        stem=self.dst.name, ros_distro=self.ros_distro)
+            except TypeError:  # rosbags' own Writer (see _rosbags)
+                writer = self.BagWriter(self.tmp, version=8, storage_plugin=plugin)
+            self._created = True  # the temporary name is ours: whatever open() leaves there too
             writer.open()
             self._add_connections(writer)
         except BaseException as exc:  # noqa: B902 handed to the main thread
@@ -517,8 +664,12 @@ class BagSegmenter:
         try:
             for item in items:
                 out = self._out_conn.get(item.conn.id)
+                summary.read += 1
                 if out is not None:
-                    writer.write(out, item.timestamp, item.raw)
+                    if self._full_write:  # the original's publish time and sequence, unchanged
+                        writer.write(out, item.timestamp, item.raw, item.publish, item.sequence)
+                    else:
+                        writer.write(out, item.timestamp, item.raw)
                     summary.copied += 1
                 if not item.is_frame:
                     continue
@@ -566,10 +717,10 @@ class BagSegmenter:
         detail = str(error) if isinstance(error, RegsegError) else (
             f'cannot deserialise the {item.conn.msgtype} message ({type(error).__name__}: '
             f'{error}): it is truncated or corrupt')
-        self._bar.write(f'segment_bag: skipping corrupt frame on {topic} at bag time '
+        self._bar.write(f'segment_bag: skipping frame on {topic} at bag time '
                         f'{t // 10**9}.{t % 10**9:09d} s: {detail}')
         if seen == MAX_REPORTS_PER_TOPIC:
-            self._bar.write(f'segment_bag: further corrupt frames on {topic} are only counted')
+            self._bar.write(f'segment_bag: further skipped frames on {topic} are only counted')
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -584,7 +735,8 @@ def make_parser() -> argparse.ArgumentParser:
         'timestamps and headers of the input frames. For a CompressedImage topic the outputs are '
         'named after the base image topic: /cam/image_raw/compressed -> /cam/image_raw/labels.')
     parser.add_argument('input', metavar='IN', help='input bag: folder, .mcap or .db3 file')
-    parser.add_argument('output', metavar='OUT', help='output bag folder (must not exist)')
+    parser.add_argument('output', metavar='OUT', help='output bag folder (must not exist); '
+                        'written as OUT.partial-<pid> and renamed to OUT when complete')
     parser.add_argument('--topics', nargs='+', metavar='TOPIC',
                         help='image topics to segment (default: every sensor_msgs/Image and '
                         'CompressedImage topic)')
@@ -604,6 +756,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument('--max-input-pixels', type=int, default=DEFAULT_MAX_INPUT_PIXELS,
                         metavar='N', help='refuse frames larger than N pixels before decoding '
                         '(decompression bombs); 0: no limit (default: %(default)s)')
+    parser.add_argument('--strict', action='store_true',
+                        help='refuse a damaged MCAP input (cut short, bad chunk CRC) with an '
+                        'error naming the file and offset (default: salvage what can be read)')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     add_model_arguments(parser, format_size(DEFAULT_NETWORK_SIZE))
     return parser
@@ -628,7 +783,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         job = BagSegmenter(args.input, args.output, topics=args.topics, overlay=args.overlay,
                            storage=args.storage, overwrite=args.overwrite,
-                           max_pixels=args.max_input_pixels)
+                           max_pixels=args.max_input_pixels, strict=args.strict)
         if drivable is not None and not drivable:
             raise RegsegError('--drivable-classes is empty: name at least one class, e.g. road')
         size = args.network_size or DEFAULT_NETWORK_SIZE
@@ -648,10 +803,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f'{summary.seconds:.1f} s ({summary.fps:.2f} frames/s, batch {args.batch})')
     if summary.total_skipped:
         parts = ', '.join(f'{t}: {n}' for t, n in summary.skipped.items() if n)
-        print(f'skipped {summary.total_skipped} corrupt frame(s) ({parts}); their original '
-              'messages were copied unchanged')
+        print(f'skipped {summary.total_skipped} frame(s) that could not be decoded ({parts}); '
+              'their original messages were copied unchanged')
     if summary.dropped_topics:
         print(f'not copied (no type definition): {", ".join(summary.dropped_topics)}')
+    if summary.damages:
+        print(f'salvaged {summary.read} of ~{summary.read + summary.lost} messages from the '
+              f'damaged {args.input}; {summary.chunks_skipped} chunk(s) skipped (--strict '
+              'refuses damaged input)')
     print(f'wrote {args.output} ({summary.storage}): {summary.copied} original messages + '
           f'{summary.total_frames * len(job.outputs)} on {", ".join(summary.outputs)}')
     return 0

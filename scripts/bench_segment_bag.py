@@ -14,7 +14,7 @@ threads: the difference is what reading, decoding and writing cost) and the rati
 runs and the per-run ratios (segment_bag against the mean of the raw runs just before and after
 it): their median is the figure to quote. Example::
 
-    python scripts/bench_segment_bag.py --frames 24 --size 1024x2048 --format jpeg raw
+    python scripts/bench_segment_bag.py --frames 24 --size 2048x1024 --format jpeg raw
 """
 
 import argparse
@@ -27,8 +27,8 @@ import time
 
 import cv2
 import numpy as np
-from regseg_ros.segment_bag import (
-    add_model_arguments, BagSegmenter, build_segmenter, DEFAULT_NETWORK_SIZE, parse_size)
+from regseg_ros.cli import add_model_arguments, build_segmenter, format_size, parse_size
+from regseg_ros.segment_bag import BagSegmenter, DEFAULT_NETWORK_SIZE
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 
@@ -112,8 +112,8 @@ def main(argv=None):
     """Run the benchmark; print a table of frames/s."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--frames', type=int, default=24)
-    parser.add_argument('--size', type=parse_size, default=(1024, 2048), metavar='HxW',
-                        help='camera frame size (default: 1024x2048)')
+    parser.add_argument('--size', type=parse_size, default=(1024, 2048), metavar='WxH',
+                        help='camera frame size, width x height (default: 2048x1024)')
     parser.add_argument('--format', nargs='+', choices=('jpeg', 'raw'), default=['jpeg'])
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--repeat', type=int, default=2)
@@ -121,7 +121,7 @@ def main(argv=None):
     parser.add_argument('--decode-threads', type=int, default=None)
     parser.add_argument('--profile', action='store_true',
                         help='also print the thread CPU ms per frame of decode, infer, write')
-    add_model_arguments(parser, 'x'.join(map(str, DEFAULT_NETWORK_SIZE)))
+    add_model_arguments(parser, format_size(DEFAULT_NETWORK_SIZE))
     args = parser.parse_args(argv)
     args.allow_untrained = args.allow_untrained or not args.weights
     size = args.network_size or DEFAULT_NETWORK_SIZE
@@ -131,7 +131,7 @@ def main(argv=None):
     frames = sample_frames(args.frames, *args.size)
     info = backend.describe()
     print(f'# {info}')
-    print(f'# {args.frames} frames {args.size[0]}x{args.size[1]}, network {size[0]}x{size[1]}, '
+    print(f'# {args.frames} frames {format_size(args.size)}, network {format_size(size)}, '
           f'batch {args.batch}, storage {args.storage}')
     raw_fps(backend, frames[:max(2, args.batch)], args.batch)  # warm-up at these sizes
     ms = 1000 / args.frames
