@@ -366,11 +366,15 @@ def probe_cuda(timeout: float = CUDA_PROBE_TIMEOUT_S) -> Tuple[bool, str]:
     try:
         out = subprocess.run([sys.executable, '-c', _CUDA_PROBE], capture_output=True,
                              text=True, timeout=timeout)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
     except subprocess.TimeoutExpired:
         return False, f'the torch CUDA check did not answer within {timeout:g} s'
-    except (OSError, ValueError, IndexError) as exc:
-        return False, f'the torch CUDA check failed ({exc})'
+    except OSError as exc:
+        return False, f'the torch CUDA check did not run ({exc})'
+    try:
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        said = (out.stderr.strip().splitlines() or ['no output'])[-1]
+        return False, f'the torch CUDA check failed (exit code {out.returncode}: {said})'
     if 'error' in result:
         return False, f'torch cannot be imported ({result["error"]})'
     if result['cuda']:

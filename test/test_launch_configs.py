@@ -815,9 +815,9 @@ def test_cuda_probe_runs_torch_in_a_child(monkeypatch):
     usable, said = helpers.probe_cuda()
     assert usable == torch.cuda.is_available()
     assert f'torch {torch.__version__}' in said
-    monkeypatch.setattr(helpers, '_CUDA_PROBE', 'import sys; sys.exit(3)')
-    assert helpers.probe_cuda() == (False, 'the torch CUDA check failed (list index out of '
-                                           'range)')
+    monkeypatch.setattr(helpers, '_CUDA_PROBE', 'import sys; sys.exit("no driver")')
+    assert helpers.probe_cuda() == (False, 'the torch CUDA check failed (exit code 1: no driver)')
+    assert helpers.detect_platform(lambda path: '', helpers.probe_cuda)[0] == 'cpu'
 
 
 # -- files the launch writes ------------------------------------------------------------------
