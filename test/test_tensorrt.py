@@ -33,7 +33,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 MISSING = (r'TensorRT \(python module tensorrt\) is not installed: install it .* or use '
-           r'backend torch')
+           r'the torch backend \(node: -p backend:=torch; tools: --backend torch\)')
 
 
 @pytest.fixture
@@ -540,14 +540,15 @@ def test_build_engine_without_tensorrt_exits_1_with_the_fix(no_tensorrt, capsys)
     err = capsys.readouterr().err
     assert err.startswith('build_engine: error: TensorRT (python module tensorrt) is not '
                           'installed: install it')
-    assert err.rstrip().endswith('or use backend torch')
+    assert err.rstrip().endswith('or use the torch backend (node: -p backend:=torch; tools: '
+                                 '--backend torch)')
 
 
 def test_build_engine_rejects_a_bad_size(capsys):
     with pytest.raises(SystemExit) as exc:
         build_engine_main(['--network-size', '1024'])
     assert exc.value.code == 2
-    assert "size '1024' is not HEIGHTxWIDTH" in capsys.readouterr().err
+    assert "size '1024' is not WIDTHxHEIGHT in whole pixels, e.g. 1024x512" in capsys.readouterr().err
 
 
 # -- on a GPU with TensorRT -----------------------------------------------------------------

@@ -144,7 +144,8 @@ class TensorRTBackend(Backend):
         if not str(cfg.device).startswith('cuda'):
             raise RegsegError(
                 f"backend 'tensorrt' runs on an NVIDIA GPU, but device is {cfg.device!r}: set "
-                'device to cuda (or cuda:N), or use backend torch for the CPU')
+                'device to cuda (or cuda:N), or use the torch backend for the CPU (node: -p '
+                'backend:=torch; tools: --backend torch)')
         self.device = resolve_device(cfg.device)
         self.trt = trt
         with torch.cuda.device(self.device):

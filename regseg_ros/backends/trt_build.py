@@ -23,7 +23,8 @@ MIN_VERSION = (8, 5)
 HEARTBEAT_S = 30.0
 PRECISIONS = ('fp32', 'fp16', 'int8')
 INSTALL_HINT = ('install it (x86-64: pip install tensorrt-cu12 matching your CUDA; Jetson: it '
-                'comes with JetPack as python3-libnvinfer) or use backend torch')
+                'comes with JetPack as python3-libnvinfer) or use the torch backend (node: -p '
+                'backend:=torch; tools: --backend torch)')
 MISSING_MESSAGE = f'TensorRT (python module tensorrt) is not installed: {INSTALL_HINT}'
 
 

@@ -1,0 +1,35 @@
+"""The command-line conventions every tool shares: WIDTHxHEIGHT sizes, usage errors exit 2."""
+
+import argparse
+
+from regseg_ros.cli import ArgumentParser, format_size, parse_size
+import pytest
+
+
+def test_sizes_are_width_x_height_as_ros_writes_them():
+    assert parse_size('1024x512') == (512, 1024)  # (height, width) for arrays
+    assert parse_size('2048X1024') == (1024, 2048)
+    assert format_size((512, 1024)) == '1024x512'
+    assert format_size(parse_size('640x480')) == '640x480'
+
+
+@pytest.mark.parametrize('text,message', [
+    ('512by1024', "size '512by1024' is not WIDTHxHEIGHT in whole pixels, e.g. 1024x512"),
+    ('1024', "size '1024' is not WIDTHxHEIGHT"),
+    ('16x16', "size '16x16' must have width and height within [32, 8192] pixels"),
+    ('99999x512', 'within [32, 8192] pixels'),
+])
+def test_bad_sizes_name_the_value_and_the_rule(text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as exc:
+        parse_size(text)
+    assert message in str(exc.value)
+    assert 'decimal' not in str(exc.value)
+
+
+def test_usage_errors_exit_2_with_the_tool_name(capsys):
+    parser = ArgumentParser(prog='tool')
+    parser.add_argument('--size', type=parse_size)
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(['--size', '512by1024'])
+    assert exc.value.code == 2
+    assert "tool: error: argument --size: size '512by1024' is not" in capsys.readouterr().err
