@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from regseg_ros.errors import RegsegError
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,19 @@ class Backend(abc.ABC):
     def infer(self, images: Sequence[np.ndarray], output_sizes: Sequence[Tuple[int, int]],
               with_confidence: bool = False) -> List[Prediction]:
         """Segment (H, W, 3) uint8 RGB frames; labels come back at each ``output_sizes`` entry."""
+
+    def infer_protocol(self, images: Sequence[np.ndarray],
+                       output_sizes: Sequence[Tuple[int, int]]) -> List[np.ndarray]:
+        """
+        Segment frames as the RegSeg authors evaluate: argmax of bilinearly resized logits.
+
+        The logits at the network input size (the network's own final bilinear upsample) are
+        resized bilinearly (align_corners=False) to each ``output_sizes`` entry and the argmax is
+        taken there; :meth:`infer` takes it at the network size and resizes the labels (faster,
+        it differs on class boundaries when the sizes differ). Returns uint8 (H, W) class ids.
+        """
+        raise RegsegError(f'backend {self.name!r} is not supported for evaluate (it returns no '
+                          "logits for the authors' protocol): use --backend torch")
 
     def forward_only(self) -> None:
         """Run the bare network once on a prepared input (for benchmarks)."""

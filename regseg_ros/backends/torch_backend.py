@@ -217,6 +217,23 @@ class TorchBackend(Backend):
         return predictions_from_quarter(quarter, tuple(x.shape[-2:]), output_sizes,
                                         with_confidence)
 
+    @torch.inference_mode()
+    def infer_protocol(self, images: Sequence[np.ndarray],
+                       output_sizes: Sequence[Tuple[int, int]]) -> List[np.ndarray]:
+        x = self._prepare(images)
+        quarter = self._forward_quarter(x)
+        # The network's own final upsample (RegSeg.forward), then the authors' resize to the
+        # label size; both bilinear, align_corners=False; argmax at the output size.
+        logits = F.interpolate(quarter, size=tuple(x.shape[-2:]), mode='bilinear',
+                               align_corners=False)
+        results = []
+        for i, (oh, ow) in enumerate(output_sizes):
+            one = logits[i:i + 1]
+            if tuple(one.shape[-2:]) != (oh, ow):
+                one = F.interpolate(one, size=(oh, ow), mode='bilinear', align_corners=False)
+            results.append(one[0].argmax(0).to(torch.uint8).cpu().numpy())
+        return results
+
     @property
     def forward_only_output(self) -> str:
         """Name what :meth:`forward_only` computes, for benchmark reports."""
