@@ -2,14 +2,16 @@
 
 import json
 import math
+import os
 
 import cv2
 import numpy as np
 import pytest
-from regseg_ros import RegsegError
+from regseg_ros import evaluate as evaluate_module, RegsegError
 from regseg_ros.evaluate import (
-    confusion_matrix, evaluate, find_samples, iter_samples, main, scores)
-from regseg_ros.labels import CITYSCAPES
+    confusion_matrix, evaluate, evaluate_pairs, find_samples, iter_samples, main,
+    native_network_size, read_label, scores)
+from regseg_ros.labels import CAMVID, CITYSCAPES
 
 IGNORE = 255
 
@@ -157,22 +159,6 @@ def test_predictions_are_compared_at_label_resolution(tmp_path):
     assert scores(conf)['miou'] == 1.0
 
 
-def test_camvid_layout(tmp_path):
-    for name in ('0001TP_006690.png', '0001TP_006720.png'):
-        lab = np.full((36, 48), 5, np.uint8)   # Road
-        lab[:10] = 2                           # Sky
-        lab[-3:] = 11                          # Unlabelled: ignored
-        write_png(tmp_path / 'test' / name, image_for(lab))
-        write_png(tmp_path / 'testannot' / name, lab)
-    (tmp_path / 'train').mkdir()
-    (tmp_path / 'trainannot').mkdir()
-    layout, split, pairs = find_samples(tmp_path)
-    assert (layout, split, len(pairs)) == ('camvid', 'test', 2)
-    s = scores(evaluate(iter_samples(pairs), oracle, 11))
-    assert s['miou'] == 1.0 and s['classes_in_mean'] == 2
-    assert s['pixels'] == 2 * 33 * 48
-
-
 def test_missing_labels_are_named(tmp_path):
     make_cityscapes(tmp_path, n=2)
     victim = next((tmp_path / 'gtFine').rglob('*.png'))
@@ -183,39 +169,364 @@ def test_missing_labels_are_named(tmp_path):
         find_samples(tmp_path / 'gtFine')
 
 
-def test_cli_end_to_end_writes_the_report(tmp_path, capsys):
+def test_cli_end_to_end_writes_the_report(tmp_path, capsys, monkeypatch):
     root = tmp_path / 'cityscapes'
     make_cityscapes(root, n=2, size=(64, 128))
     report = tmp_path / 'out' / 'report.json'
-    argv = [str(root), '--allow-untrained', '--network-size', '64x128', '--report', str(report),
+    argv = [str(root), '--allow-untrained', '--network-size', '128x64', '--report', str(report),
             '--no-progress']
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert 'mIoU' in out and 'road' in out
+    assert 'mIoU' in out and 'road' in out and 'network input 128x64' in out
     data = json.loads(report.read_text())
     assert {'dataset', 'layout', 'split', 'images', 'label_set', 'num_classes', 'network_size',
             'backend', 'weights', 'untrained', 'miou', 'pixel_accuracy', 'mean_accuracy',
             'classes_in_mean', 'mean_over', 'pixels', 'per_class', 'confusion_matrix',
-            'seconds', 'images_per_second'} <= set(data)
+            'seconds', 'images_per_second', 'protocol', 'images_skipped'} <= set(data)
     assert (data['layout'], data['split'], data['images']) == ('cityscapes', 'val', 2)
-    assert data['network_size'] == [64, 128] and data['untrained'] is True
+    assert data['network_size'] == '128x64' and data['untrained'] is True
     assert [c['name'] for c in data['per_class']] == list(CITYSCAPES.classes)
     assert np.array(data['confusion_matrix']).sum() == data['pixels'] > 0
     assert data['miou'] is None or 0.0 <= data['miou'] <= 1.0
+    assert os.listdir(report.parent) == ['report.json']   # no temporary file left behind
 
-    # default report path: alongside the dataset
-    assert main(argv[:-3] + ['--no-progress', '--limit', '1']) == 0
-    assert json.loads((root / 'regseg_eval_cityscapes_val.json').read_text())['images'] == 1
+
+# -- issue #14: the authors' protocol, class counts, outputs, sizes -----------------------------
+
+def noise_cityscapes(root, n=1, size=(64, 128), seed=0):
+    """Cityscapes layout with noise images (varied network output) and blocky labels."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        stem = f'aachen_{i:06d}_000019'
+        write_png(root / 'leftImg8bit' / 'val' / 'aachen' / f'{stem}_leftImg8bit.png',
+                  rng.integers(0, 256, size + (3,), dtype=np.uint8))
+        write_png(root / 'gtFine' / 'val' / 'aachen' / f'{stem}_gtFine_labelTrainIds.png',
+                  label_image(i, *size))
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    """Save a seeded random 19-class checkpoint whose output varies across the image."""
+    import torch
+    from regseg_ros.model import build_model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = build_model('exp48_decoder26', 19)
+        with torch.no_grad():
+            model.decoder.classifier.weight.normal_(0, 1.0)
+            model.decoder.classifier.bias.zero_()
+    path = tmp_path_factory.mktemp('weights') / 'random19.pth'
+    torch.save({'model': model.state_dict(), 'epoch': 0}, path)
+    return path
+
+
+def test_predictions_follow_the_authors_protocol(tmp_path, checkpoint):
+    # Network 96x48, labels 128x64: logits -> bilinear to the label size -> argmax, exactly.
+    import torch
+    from torch.nn import functional as F
+    from regseg_ros.backends.base import BackendConfig
+    from regseg_ros.backends.torch_backend import TorchBackend
+    root = tmp_path / 'cs'
+    noise_cityscapes(root, n=2)
+    out = tmp_path / 'pred'
+    assert main([str(root), '--weights', str(checkpoint), '--network-size', '96x48',
+                 '--save-predictions', str(out), '--report', str(tmp_path / 'r.json'),
+                 '--no-progress']) == 0
+    backend = TorchBackend(BackendConfig(num_classes=19, weights=str(checkpoint),
+                                         input_size=(48, 96)))
+    backend.load()
+    _, _, pairs = find_samples(root)
+    differs = 0
+    for (image, label), (rgb, target) in zip(pairs, iter_samples(pairs)):
+        with torch.inference_mode():
+            logits = backend.model(backend._prepare([rgb]))
+            reference = F.interpolate(logits, size=target.shape, mode='bilinear',
+                                      align_corners=False).argmax(1)[0].numpy()
+        name = image.name.replace('_leftImg8bit.png', '_labelTrainIds.png')
+        saved = cv2.imread(str(out / 'labelTrainIds' / name), cv2.IMREAD_UNCHANGED)
+        assert saved.shape == (64, 128)
+        np.testing.assert_array_equal(saved, reference)
+        fast = backend.infer([rgb], [target.shape])[0].labels   # the live node's path
+        differs += int((fast != reference).sum())
+    assert differs > 0   # the protocols differ here, so the test tells them apart
+    data = json.loads((tmp_path / 'r.json').read_text())
+    assert 'bilinear' in data['protocol'] and data['network_size'] == '96x48'
+
+
+def test_saved_predictions_have_cityscapes_label_ids(tmp_path, checkpoint):
+    root = tmp_path / 'cs'
+    noise_cityscapes(root, n=2)
+    out = tmp_path / 'pred'
+    assert main([str(root), '--weights', str(checkpoint), '--save-predictions', str(out),
+                 '--report', str(tmp_path / 'r.json'), '--no-progress']) == 0
+    lut = CITYSCAPES.label_id_lut()
+    names = sorted(os.listdir(out / 'labelTrainIds'))
+    assert names == ['aachen_000000_000019_labelTrainIds.png',
+                     'aachen_000001_000019_labelTrainIds.png']
+    assert sorted(os.listdir(out / 'labelIds')) == [
+        n.replace('TrainIds', 'Ids') for n in names]
+    for name in names:
+        train_ids = cv2.imread(str(out / 'labelTrainIds' / name), cv2.IMREAD_UNCHANGED)
+        ids = cv2.imread(str(out / 'labelIds' / name.replace('TrainIds', 'Ids')),
+                         cv2.IMREAD_UNCHANGED)
+        assert train_ids.max() < 19
+        np.testing.assert_array_equal(ids, lut[train_ids])
+        assert set(np.unique(ids)) <= {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26,
+                                       27, 28, 31, 32, 33}
+
+
+def test_wrong_label_set_is_one_error(tmp_path, capsys, checkpoint, recwarn):
+    # A 19-class checkpoint on CamVid (label set camvid, 11 classes) stops before loading.
+    camvid = tmp_path / 'camvid'
+    make_camvid(camvid)
+    assert main([str(camvid), '--weights', str(checkpoint), '--no-progress',
+                 '--report', str(tmp_path / 'r.json')]) == 1
+    err = capsys.readouterr().err
+    assert (f"the label set of the camvid layout 'camvid' has 11 classes, but checkpoint "
+            f"'{checkpoint}' predicts 19 classes (cityscapes): evaluate this dataset with a "
+            'checkpoint trained on the camvid classes (11)') in err
+    assert not recwarn.list and 'Warning' not in err and not (tmp_path / 'r.json').exists()
+    # --label-set camvid on Cityscapes: neither the checkpoint nor the ground truth agree
+    cityscapes = tmp_path / 'cs'
+    make_cityscapes(cityscapes, n=1)
+    assert main([str(cityscapes), '--weights', str(checkpoint), '--label-set', 'camvid',
+                 '--no-progress']) == 1
+    assert ("evaluate: error: --label-set 'camvid' has 11 classes, but the cityscapes ground "
+            'truth holds cityscapes ids (19 classes) and checkpoint '
+            f"'{checkpoint}' predicts 19 classes (cityscapes): pass --label-set cityscapes or "
+            'leave --label-set out') in capsys.readouterr().err
+    # the same without weights: the ground truth alone disagrees
+    assert main([str(cityscapes), '--allow-untrained', '--label-set', 'camvid',
+                 '--no-progress']) == 1
+    assert ("--label-set 'camvid' has 11 classes, but the cityscapes ground truth holds "
+            'cityscapes ids (19 classes)') in capsys.readouterr().err
+
+
+def test_ground_truth_ids_outside_the_label_set_are_an_error(tmp_path):
+    root = tmp_path / 'cs'
+    make_cityscapes(root, n=1)
+    label = next((root / 'gtFine').rglob('*.png'))
+    lab = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    lab[0, :5] = 26    # a labelId (car), not a trainId
+    write_png(label, lab)
+    with pytest.raises(RegsegError, match=r'holds id 26 \(5 pixels\): Cityscapes trainIds are '
+                                          r'0-18 and 255 \(ignore\): use the '
+                                          r'\*_gtFine_labelTrainIds.png'):
+        read_label(label, 'cityscapes')
+
+
+def test_report_defaults_to_the_current_folder(tmp_path, monkeypatch):
+    root = tmp_path / 'cityscapes'
+    make_cityscapes(root, n=1)
+    work = tmp_path / 'work'
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main([str(root), '--allow-untrained', '--no-progress']) == 0
+    assert os.listdir(work) == ['regseg_eval_cityscapes_val.json']
+    assert json.loads((work / 'regseg_eval_cityscapes_val.json').read_text())['images'] == 1
+    assert not list(root.glob('*.json'))   # nothing written into the dataset
+    # --output is the same option as --report
+    assert main([str(root), '--allow-untrained', '--no-progress', '--output', 'x.json']) == 0
+    assert (work / 'x.json').is_file()
+
+
+def test_unwritable_report_fails_before_the_run(tmp_path, capsys, monkeypatch):
+    root = tmp_path / 'cityscapes'
+    make_cityscapes(root, n=1)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError('the model was loaded before the report path was checked')
+    monkeypatch.setattr(evaluate_module, 'build_segmenter', no_model)
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    report = blocker / 'report.json'
+    assert main([str(root), '--allow-untrained', '--no-progress', '--report', str(report)]) == 1
+    err = capsys.readouterr().err
+    assert (f"evaluate: error: cannot write the report '{report}': '{blocker}' is a file, not "
+            'a folder: pass --report PATH somewhere writable') in err
+    assert main([str(root), '--allow-untrained', '--no-progress', '--report',
+                 str(tmp_path)]) == 1
+    assert f"report '{tmp_path}' is a folder" in capsys.readouterr().err
+    assert main([str(root), '--allow-untrained', '--no-progress', '--save-predictions',
+                 str(blocker / 'pred')]) == 1
+    assert (f"cannot write the predictions in '{blocker / 'pred'}': '{blocker}' is a file, "
+            'not a folder: pass --save-predictions DIR somewhere writable'
+            ) in capsys.readouterr().err
+    if os.geteuid() != 0:   # root writes anywhere
+        locked = tmp_path / 'locked'
+        locked.mkdir()
+        locked.chmod(0o555)
+        try:
+            assert main([str(root), '--allow-untrained', '--no-progress', '--report',
+                         str(locked / 'r.json')]) == 1
+            assert 'Permission denied' in capsys.readouterr().err
+        finally:
+            locked.chmod(0o755)
+
+
+def test_default_network_size_is_the_images_size(tmp_path, capsys):
+    root = tmp_path / 'cityscapes'
+    make_cityscapes(root, n=1, size=(96, 160))   # not Cityscapes' 2048x1024
+    report = tmp_path / 'r.json'
+    assert main([str(root), '--allow-untrained', '--no-progress', '--report',
+                 str(report)]) == 0
+    captured = capsys.readouterr()
+    assert "network input 160x96 (from the images' size)" in captured.err
+    assert 'network input 160x96' in captured.out
+    assert json.loads(report.read_text())['network_size'] == '160x96'
+
+
+def test_native_network_size_stays_within_limits():
+    assert native_network_size((1024, 2048)) == (1024, 2048)
+    assert native_network_size((720, 960, 3)) == (720, 960)
+    assert native_network_size((16, 40)) == (32, 80)
+    assert native_network_size((10000, 20000)) == (4096, 8192)
+
+
+def test_label_of_another_size_is_an_error_or_a_counted_skip(tmp_path, capsys):
+    root = tmp_path / 'cs'
+    make_cityscapes(root, n=3, size=(32, 64))
+    images = sorted((root / 'leftImg8bit').rglob('*.png'))
+    labels = sorted((root / 'gtFine').rglob('*.png'))
+    write_png(images[0], np.zeros((96, 128, 3), np.uint8))    # 128x96 image
+    write_png(labels[0], np.zeros((128, 96), np.uint8))       # 96x128 label
+    argv = [str(root), '--allow-untrained', '--no-progress', '--report', str(tmp_path / 'r.json')]
+    assert main(argv) == 1
+    assert (f"evaluate: error: label '{labels[0]}' is 96x128 but its image '{images[0]}' is "
+            '128x96: a label must be as large as its image; --skip-mismatched skips such '
+            'pairs') in capsys.readouterr().err
+    assert main(argv + ['--skip-mismatched']) == 0
+    out = capsys.readouterr().out
+    assert f"skipped: label '{labels[0]}' is 96x128" in out
+    assert '1 of 3 image/label pairs skipped' in out and '2 images in' in out
+    data = json.loads((tmp_path / 'r.json').read_text())
+    assert (data['images'], data['images_skipped']) == (2, 1)
+    # nothing left to score: an error, not an empty report
+    for image in images[1:]:
+        write_png(image, np.zeros((96, 128, 3), np.uint8))
+    assert main(argv + ['--skip-mismatched']) == 1
+    assert 'nothing to score: all 3 image/label pairs' in capsys.readouterr().err
+
+
+def test_size_mismatch_found_on_reading_is_skipped_too(tmp_path):
+    # evaluate_pairs checks the decoded sizes as well (files whose header was not read)
+    make_cityscapes(tmp_path, n=2)
+    _, _, pairs = find_samples(tmp_path)
+    write_png(pairs[0][0], np.zeros((10, 20, 3), np.uint8))
+    with pytest.raises(RegsegError, match=r'is 64x32 but its image .* is 20x10'):
+        evaluate_pairs(pairs, lambda rgb, size: oracle(rgb), 19)
+    conf, scored, skipped = evaluate_pairs(pairs, lambda rgb, size: oracle(rgb), 19,
+                                           skip_mismatched=True)
+    assert scored == 1 and len(skipped) == 1 and scores(conf)['miou'] == 1.0
+
+
+# -- CamVid: the authors' layout (colour labels) and SegNet's (remapped ids) -------------------
+
+CAMVID_NAMES = ('0001TP_008550', '0001TP_008580')
+
+
+def camvid_truth(shape=(36, 48)):
+    """Ground truth in the authors' ids: Sky top, Building left, Road bottom, a void strip."""
+    lab = np.full(shape, CAMVID.class_ids(['Road'])[0], np.uint8)
+    lab[:10] = CAMVID.class_ids(['Sky'])[0]
+    lab[10:20, :16] = CAMVID.class_ids(['Building'])[0]
+    lab[10:20, 16:24] = CAMVID.class_ids(['Column_Pole'])[0]
+    lab[10:20, 24:32] = CAMVID.class_ids(['Sidewalk'])[0]
+    lab[-3:] = IGNORE
+    return lab
+
+
+def make_camvid(root, shape=(36, 48)):
+    """Make the authors' layout: <split>/NAME.png, colour <split>_labels/NAME_L.png."""
+    truth = camvid_truth(shape)
+    colour = CAMVID.palette()[truth]
+    colour[truth == IGNORE] = (64, 128, 64)    # Animal: a CamVid colour outside the 11
+    for split in ('train', 'test'):
+        for name in CAMVID_NAMES:
+            write_png(root / split / f'{name}.png', image_for(truth))
+            write_png(root / f'{split}_labels' / f'{name}_L.png', colour[..., ::-1])
+    return truth
+
+
+def make_camvid_segnet(root, shape=(36, 48)):
+    """Make SegNet's layout: <split>/NAME.png, <split>annot/NAME.png in SegNet's ids."""
+    truth = camvid_truth(shape)
+    segnet = np.full(shape, 11, np.uint8)    # unlabelled
+    for segnet_id, name in enumerate(('Sky', 'Building', 'Column_Pole', 'Road', 'Sidewalk')):
+        segnet[truth == CAMVID.class_ids([name])[0]] = segnet_id
+    for name in CAMVID_NAMES:
+        write_png(root / 'test' / f'{name}.png', image_for(truth))
+        write_png(root / 'testannot' / f'{name}.png', segnet)
+    (root / 'train').mkdir()
+    (root / 'trainannot').mkdir()
+    return truth, segnet
+
+
+@pytest.mark.parametrize('make,layout', [(make_camvid, 'camvid'),
+                                         (make_camvid_segnet, 'camvid_segnet')])
+def test_camvid_layouts_map_to_the_authors_ids(tmp_path, make, layout):
+    made = make(tmp_path)
+    truth = made[0] if isinstance(made, tuple) else made
+    found, split, pairs = find_samples(tmp_path)
+    assert (found, split, len(pairs)) == (layout, 'test', 2)
+    for _, label in pairs:
+        np.testing.assert_array_equal(read_label(label, layout), truth)
+    # the oracle answers in the authors' ids: a perfect score only if the labels were mapped
+    conf = evaluate(iter_samples(pairs, layout=layout), oracle, 11)
+    s = scores(conf)
+    assert s['miou'] == 1.0 and s['classes_in_mean'] == 5
+    assert s['pixels'] == 2 * 33 * 48
+    assert s['gt_pixels'][CAMVID.class_ids(['Sky'])[0]] == 2 * 10 * 48
+
+
+def test_segnet_ids_unmapped_would_score_wrong(tmp_path):
+    truth, segnet = make_camvid_segnet(tmp_path)
+    assert (truth[segnet < 11] != segnet[segnet < 11]).any()   # the orders really differ
+
+
+def test_camvid_label_format_errors_name_the_fix(tmp_path):
+    make_camvid(tmp_path)
+    label = tmp_path / 'test_labels' / f'{CAMVID_NAMES[0]}_L.png'
+    write_png(label, camvid_truth())   # single channel in the colour layout
+    with pytest.raises(RegsegError, match='has one channel: the camvid layout .* use --layout '
+                                          'camvid_segnet'):
+        read_label(label, 'camvid')
+    bad = tmp_path / 'segnet.png'
+    write_png(bad, np.full((4, 4), 30, np.uint8))
+    with pytest.raises(RegsegError, match=r"holds id 30 \(16 pixels\): SegNet's CamVid ids"):
+        read_label(bad, 'camvid_segnet')
+
+
+def test_cli_on_the_authors_camvid(tmp_path, capsys):
+    make_camvid(tmp_path / 'camvid')
+    report = tmp_path / 'r.json'
+    assert main([str(tmp_path / 'camvid'), '--allow-untrained', '--no-progress', '--report',
+                 str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert (data['layout'], data['split'], data['label_set'], data['network_size']) == (
+        'camvid', 'test', 'camvid', '48x36')
+    assert data['pixels'] == 2 * 33 * 48
+    assert 'Bicyclist' in capsys.readouterr().out
 
 
 @pytest.mark.parametrize('args,message', [
     (['{tmp}/nowhere'], "dataset folder '{tmp}/nowhere' does not exist"),
     (['{tmp}', '--split', 'train'], 'no images match'),
-    (['{tmp}', '--network-size', '0x5'], 'must have height and width within [32, 8192]'),
-    (['{tmp}', '--label-set', 'mapillary'], "invalid choice: 'mapillary'"),
     (['{tmp}'], 'weights is empty'),
+    (['{tmp}', '--allow-untrained', '--backend', 'tensorrt'],
+     '--backend tensorrt is not supported for evaluate'),
 ])
 def test_cli_errors_exit_1(tmp_path, capsys, args, message):
     make_cityscapes(tmp_path, n=1)
     assert main([a.format(tmp=tmp_path) for a in args] + ['--no-progress']) == 1
     assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--network-size', '0x5'], 'must have width and height within [32, 8192]'),
+    (['--label-set', 'mapillary'], "invalid choice: 'mapillary'"),
+])
+def test_cli_usage_errors_exit_2(tmp_path, capsys, args, message):
+    make_cityscapes(tmp_path, n=1)
+    assert main([str(tmp_path)] + args + ['--no-progress']) == 2
+    assert message in capsys.readouterr().err
