@@ -374,3 +374,13 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
+
+
+def test_unknown_host_says_the_lookup_failed(tmp_path, monkeypatch):
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, 'Name or service not known')
+
+    monkeypatch.setattr(socket, 'getaddrinfo', no_dns)
+    with pytest.raises(RegsegError, match=r"cannot look up the host 'example\.invalid' \(Name or "
+                                          r'service not known\).*offline\?'):
+        download('https://example.invalid/ckpt', tmp_path / 'cache', progress=None)

@@ -365,8 +365,13 @@ def download(url: str, cache_dir: Optional[os.PathLike] = None, sha256: Optional
             from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, socket.gaierror):
+            reason = (f'cannot look up the host {urllib.parse.urlsplit(url).hostname!r} '
+                      f'({reason.strerror})')
+        elif isinstance(reason, BaseException):
+            reason = f'{type(reason).__name__}: {reason}'
         raise RegsegError(
-            f'could not download weights from {url!r}: {type(reason).__name__}: {reason} '
+            f'could not download weights from {url!r}: {reason} '
             f'(connect timeout {connect_timeout:g} s, read timeout {timeout:g} s); '
             f'{not_cached}; check the URL and the network (offline?), or download the file '
             'yourself and pass its path') from None
