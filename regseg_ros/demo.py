@@ -5,9 +5,13 @@ Play the bundled sample drive through the segmentation node over DDS and save th
 publishes the sample frames as ``sensor_msgs/Image`` at a camera-like rate, writes the
 ``~/overlay`` images it gets back as PNG files and prints rate and latency. DDS stays on this
 machine (loopback + shared memory) unless the caller's environment already chose otherwise.
+
+Weights: ``--weights`` / ``$REGSEG_WEIGHTS`` when given (a failure there is an error); else the
+authors' ``cityscapes_exp48_trainval`` checkpoint, downloaded once into the cache and
+sha256-checked; when that cannot be had (offline shows within seconds) the node runs random
+weights, and the summary and every overlay image say so.
 """
 
-import argparse
 import os
 from pathlib import Path
 import shutil
@@ -15,14 +19,22 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+from regseg_ros.cli import ArgumentParser, err, format_size, parse_size
+from regseg_ros.errors import RegsegError
 
 SAMPLE_DIR = Path(__file__).resolve().parent / 'data' / 'sample'
 OUTPUTS = ('overlay', 'labels', 'drivable_mask')
 WARMUP_SEQ = 999_999  # frame index of the warm-up frame (stamp microseconds)
+DEFAULT_CHECKPOINT = 'cityscapes_exp48_trainval'
+CONNECT_TIMEOUT = 5.0  # seconds to reach the download server before running random weights
+NODE_LOG = 'segmentation_node.log'
+OWN_FILES = ('overlay_*.png', NODE_LOG)  # what a run writes into --output (and clears first)
+HOW_TO_GET_WEIGHTS = 'real weights: REGSEG_WEIGHTS=<checkpoint> or --weights <checkpoint>'
+RANDOM_BANNER = ('RANDOM WEIGHTS (untrained): these labels are meaningless', HOW_TO_GET_WEIGHTS)
 
 
 def fastdds_profile() -> Optional[Path]:
@@ -59,6 +71,71 @@ def node_command(executable: str = 'segmentation_node') -> List[str]:
     return [sys.executable, '-m', f'regseg_ros.{module}']
 
 
+def clear_outputs(folder: Path) -> int:
+    """Remove the files an earlier run wrote into ``folder`` (overlays, node log); keep others."""
+    removed = 0
+    for pattern in OWN_FILES:
+        for path in folder.glob(pattern):
+            if path.is_file():
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def choose_weights(explicit: str, cache_dir: Optional[str]) -> Tuple[str, str, str]:
+    """
+    Return ``(weights for the node, what to call them, why they are random or '')``.
+
+    Explicit weights go to the node as given: if they fail, the node's start-up error is the
+    demo's error. Otherwise the authors' checkpoint is fetched (cached, sha256-checked); when
+    that fails, random weights run and the reason is returned.
+    """
+    if explicit:
+        return explicit, explicit, ''
+    from regseg_ros.model.weights import resolve_weights
+    start = time.monotonic()
+    try:
+        path = resolve_weights(DEFAULT_CHECKPOINT, cache_dir, connect_timeout=CONNECT_TIMEOUT)
+    except RegsegError as exc:
+        return '', 'RANDOM (untrained)', f'{exc} [gave up after {time.monotonic() - start:.1f} s]'
+    return str(path), f'{DEFAULT_CHECKPOINT} ({path}, sha256-checked)', ''
+
+
+def mark_random(bgr: np.ndarray, lines=RANDOM_BANNER) -> np.ndarray:
+    """Draw ``lines`` in white on a black band across the top of the image (in place)."""
+    width = bgr.shape[1]
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1 if width < 1400 else 2
+    scale = max(0.4, min(width / 1100, 2.0))
+    wrapped = []
+    for line in lines:  # wrap at spaces where a line is wider than the image
+        current = ''
+        for word in line.split(' '):
+            candidate = f'{current} {word}'.strip()
+            if current and cv2.getTextSize(candidate, font, scale, thickness)[0][0] > width - 16:
+                wrapped.append(current)
+                candidate = word
+            current = candidate
+        wrapped.append(current)
+    line_height = cv2.getTextSize('Ag', font, scale, thickness)[0][1] * 2
+    cv2.rectangle(bgr, (0, 0), (width - 1, line_height * len(wrapped) + line_height // 2),
+                  (0, 0, 0), thickness=-1)
+    for i, text in enumerate(wrapped):
+        cv2.putText(bgr, text, (8, line_height * (i + 1)), font, scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+    return bgr
+
+
+def node_failure(log_path: Optional[Path], tail: int = 8) -> str:
+    """Return the node's FATAL lines from its log, else its last lines."""
+    try:
+        lines = [line.rstrip() for line in log_path.read_text(errors='replace').splitlines()
+                 if line.strip()]
+    except (AttributeError, OSError):
+        return '(no node log)'
+    fatal = [line for line in lines if '[FATAL]' in line]
+    return '\n'.join(fatal or lines[-tail:]) or '(the node log is empty)'
+
+
 def load_frames(folder: Path, width: int = 0) -> List[np.ndarray]:
     """Read the sample frames as RGB (optionally resized to ``width``, keeping the aspect)."""
     files = sorted(folder.glob('*.jpg')) + sorted(folder.glob('*.png'))
@@ -85,6 +162,7 @@ class NodeSession:
         from sensor_msgs.msg import Image
 
         self.rclpy, self.Image = rclpy, Image
+        self.log_path = log_path
         self.log = open(log_path, 'w') if log_path else None
         self.proc = subprocess.Popen(
             node_command() + ['--ros-args', '-r', '__node:=regseg', '-r', f'image:={camera}',
@@ -125,7 +203,9 @@ class NodeSession:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f'segmentation_node exited with {self.proc.returncode}')
+                raise RegsegError(
+                    f'segmentation_node could not start (exit code {self.proc.returncode}):\n'
+                    f'{node_failure(self.log_path)}\n(full log: {self.log_path})')
             if self.pub.get_subscription_count():
                 self.publish(first, WARMUP_SEQ)
                 self.spin(1.0)
@@ -134,8 +214,9 @@ class NodeSession:
                     return
             else:
                 self.spin(0.2)
-        raise SystemExit('segmentation_node did not answer within '
-                         f'{timeout:.0f} s; see its log')
+        raise RegsegError(
+            f'segmentation_node did not answer within {timeout:.0f} s; its last lines:\n'
+            f'{node_failure(self.log_path)}\n(full log: {self.log_path})')
 
     def reset(self) -> None:
         """Forget what was received so far."""
@@ -200,29 +281,53 @@ def summary(session: NodeSession, sent: int) -> Dict[str, float]:
 
 def main(argv=None) -> int:
     """Run the demo; see ``--help``."""
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = ArgumentParser(prog='regseg_demo', description=__doc__.strip().splitlines()[0])
     parser.add_argument('--weights', default=os.environ.get('REGSEG_WEIGHTS', ''),
-                        help='checkpoint path/URL/released name (default: $REGSEG_WEIGHTS; '
-                             'empty runs UNTRAINED weights)')
+                        help='checkpoint: a path, an https:// URL or a released name (default: '
+                             f'$REGSEG_WEIGHTS, else {DEFAULT_CHECKPOINT}, downloaded once; '
+                             'random weights, marked as such, when it cannot be downloaded)')
+    parser.add_argument('--cache-dir', default=None,
+                        help='where downloaded weights are kept (default: $REGSEG_CACHE_DIR, '
+                             'else ~/.cache/regseg_ros)')
     parser.add_argument('--frames-dir', type=Path, default=SAMPLE_DIR)
-    parser.add_argument('--output', type=Path, default=Path('demo_output'))
+    parser.add_argument('--output', type=Path, default=Path('demo_output'),
+                        help='folder for overlay_*.png and the node log; those of an earlier '
+                             'run are removed first (default: %(default)s)')
     parser.add_argument('--rate', type=float, default=10.0, help='camera rate in Hz')
     parser.add_argument('--loops', type=int, default=1, help='play the sequence N times')
-    parser.add_argument('--network-size', default='512x1024', help='HxW network input')
+    parser.add_argument('--network-size', type=parse_size, default='1024x512', metavar='WxH',
+                        help='network input size, width x height (default: 1024x512)')
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except RegsegError as exc:
+        err(f'regseg_demo: error: {exc}')
+        return 1
+
+
+def run(args) -> int:
+    """Play the frames through the node with the parsed options; return the exit status."""
     confine_dds(os.environ)  # before rclpy is imported, for this process too
-    height, width = (int(v) for v in args.network_size.lower().split('x'))
+    height, width = args.network_size
+    frames = load_frames(args.frames_dir) * args.loops
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+        clear_outputs(args.output)
+    except OSError as exc:
+        raise RegsegError(f'cannot use the output folder {str(args.output)!r} ({exc}): pass a '
+                          'writable folder with --output') from None
+    weights, weights_name, random_reason = choose_weights(args.weights, args.cache_dir)
+    if random_reason:
+        err(f'regseg_demo: warning: could not get the checkpoint {DEFAULT_CHECKPOINT}: '
+            f'{random_reason}')
+        err('regseg_demo: warning: running RANDOM (UNTRAINED) weights: the overlays show noise '
+            f'and are marked so; {HOW_TO_GET_WEIGHTS}')
     node_args = ['-p', f'network_height:={height}', '-p', f'network_width:={width}',
                  '-p', f'device:={args.device}']
-    node_args += (['-p', f'weights:={args.weights}'] if args.weights
+    node_args += (['-p', f'weights:={weights}'] if weights
                   else ['-p', 'allow_untrained:=true'])
-    if not args.weights:
-        print('no --weights / $REGSEG_WEIGHTS: the node runs UNTRAINED weights, so the overlays '
-              'show noise; see the README for the released checkpoints', file=sys.stderr)
-    frames = load_frames(args.frames_dir) * args.loops
-    args.output.mkdir(parents=True, exist_ok=True)
-    session = NodeSession(node_args, log_path=args.output / 'segmentation_node.log')
+    session = NodeSession(node_args, log_path=args.output / NODE_LOG)
     try:
         session.wait_ready(frames[0])
         session.play(frames, args.rate)
@@ -230,15 +335,28 @@ def main(argv=None) -> int:
         code = session.close()
     for seq, msg in sorted(session.received['overlay'].items()):
         rgb = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
-        cv2.imwrite(str(args.output / f'overlay_{seq:04d}.png'), rgb[..., ::-1])
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        if random_reason:
+            mark_random(bgr)
+        cv2.imwrite(str(args.output / f'overlay_{seq:04d}.png'), bgr)
     stats = summary(session, len(frames))
     print(f'sample: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]} at '
-          f'{args.rate:g} Hz -> network {width}x{height}, backend torch/{args.device}')
+          f'{args.rate:g} Hz -> network {format_size((height, width))}, '
+          f'backend torch/{args.device}')
+    print(f'weights: {weights_name}')
+    if random_reason:
+        print('  RANDOM WEIGHTS: the labels are meaningless and every overlay says so; for '
+              'real segmentation run again with REGSEG_WEIGHTS=<checkpoint> or --weights '
+              f'<checkpoint> (a path, an https:// URL or a released name such as '
+              f'{DEFAULT_CHECKPOINT}); why: {random_reason}')
     for key, value in stats.items():
         print(f'  {key:18s} {value:.1f}' if isinstance(value, float) else
               f'  {key:18s} {value}')
     print(f'overlays: {args.output}/overlay_*.png ({len(session.received["overlay"])} files); '
-          f'node log: {args.output}/segmentation_node.log; node exit code {code}')
+          f'node log: {args.output}/{NODE_LOG}; node exit code {code}')
+    if code != 0:
+        err(f'regseg_demo: error: segmentation_node exited with {code}:\n'
+            f'{node_failure(session.log_path)}')
     return 0 if code == 0 and stats['frames_segmented'] > 0 else 1
 
 
