@@ -557,6 +557,18 @@ def check_classes(layout: str, label_set: LabelSet, explicit: bool,
                       f'{" and ".join(problems)}: {fix}')
 
 
+def choose_torch(args: argparse.Namespace, log: Callable[[str], None]) -> None:
+    """Resolve ``--backend auto`` to torch (CUDA when visible): evaluate needs the logits."""
+    import dataclasses
+    from regseg_ros.backends import BackendConfig, resolve_auto
+    config = dataclasses.replace(BackendConfig(), device=args.device, precision=args.precision)
+    _name, config, line = resolve_auto(
+        config, tensorrt_probe=lambda: (False, "evaluate needs the logits TensorRT's engine "
+                                        'does not return'))
+    args.backend, args.device, args.precision = 'torch', config.device, config.precision
+    log(line)
+
+
 def make_parser() -> argparse.ArgumentParser:
     """Build the ``evaluate`` argument parser."""
     parser = ArgumentParser(
@@ -625,6 +637,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.backend == 'tensorrt':
             raise RegsegError('--backend tensorrt is not supported for evaluate (it returns no '
                               "logits for the authors' protocol): use --backend torch")
+        if args.backend == 'auto':
+            choose_torch(args, log)
         layout, split, pairs = find_samples(args.dataset, args.layout, args.split)
         pairs = pairs[:args.limit] if args.limit else pairs
         label_set = get_label_set(args.label_set or DEFAULT_LABEL_SET[layout])

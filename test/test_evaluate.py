@@ -530,3 +530,11 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys, args, message):
     make_cityscapes(tmp_path, n=1)
     assert main([str(tmp_path)] + args + ['--no-progress']) == 2
     assert message in capsys.readouterr().err
+
+
+def test_backend_auto_runs_torch(tmp_path, capsys):
+    make_cityscapes(tmp_path / 'cs', n=1)
+    assert main([str(tmp_path / 'cs'), '--allow-untrained', '--backend', 'auto', '--no-progress',
+                 '--report', str(tmp_path / 'r.json')]) == 0
+    assert 'backend auto: ' in capsys.readouterr().err
+    assert json.loads((tmp_path / 'r.json').read_text())['backend']['backend'] == 'torch'
