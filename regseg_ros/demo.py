@@ -49,12 +49,27 @@ def fastdds_profile() -> Optional[Path]:
     return next((p for p in candidates if p.is_file()), None)
 
 
+def profile_variables(distro: str) -> List[str]:
+    """
+    Return the environment variables that point Fast DDS of ROS 2 ``distro`` at a profile.
+
+    Fast DDS 3 (Kilted and newer) reads FASTDDS_DEFAULT_PROFILES_FILE and warns that
+    FASTRTPS_DEFAULT_PROFILES_FILE is deprecated; Fast DDS 2 (Humble, Iron, Jazzy) reads only
+    the FASTRTPS_ one. Both are set where the distro uses Fast DDS 2.
+    """
+    names = ['FASTDDS_DEFAULT_PROFILES_FILE']
+    if distro.lower() in ('humble', 'iron', 'jazzy'):
+        names.append('FASTRTPS_DEFAULT_PROFILES_FILE')
+    return names
+
+
 def confine_dds(env: Dict[str, str]) -> Dict[str, str]:
     """Keep DDS discovery and traffic on this machine unless the environment already says."""
     env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     profile = fastdds_profile()
     if profile is not None:
-        env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
+        for name in profile_variables(env.get('ROS_DISTRO', '')):
+            env.setdefault(name, str(profile))
     env.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
     return env
 

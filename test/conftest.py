@@ -7,12 +7,15 @@ Set before anything imports rclpy, and inherited by every process the tests star
 import os
 from pathlib import Path
 
+from regseg_ros.demo import profile_variables
+
 ROOT = Path(__file__).resolve().parent.parent
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-# Fast DDS 3 (Kilted) reads FASTDDS_..., Fast DDS 2 (Humble, Jazzy) FASTRTPS_...: set both.
-os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ROOT / 'config' / 'fastdds_loopback.xml')
-os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = os.environ['FASTDDS_DEFAULT_PROFILES_FILE']
+# Fast DDS 3 (Kilted and newer) reads FASTDDS_...; Fast DDS 2 (Humble, Iron, Jazzy) only
+# FASTRTPS_... (which Fast DDS 3 warns about): regseg_ros.demo.profile_variables says which.
+for _name in profile_variables(os.environ.get('ROS_DISTRO', '')):
+    os.environ[_name] = str(ROOT / 'config' / 'fastdds_loopback.xml')
 os.environ.setdefault('ROS_DOMAIN_ID', str(101 + os.getpid() % 100))
 os.environ.pop('ROS_LOCALHOST_ONLY', None)
 os.environ.setdefault('RCUTILS_LOGGING_BUFFERED_STREAM', '0')

@@ -8,6 +8,8 @@ import cv2
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 import numpy as np
+import pytest
+from regseg_ros.demo import confine_dds
 from regseg_ros.sample_bag import main, SAMPLE_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,12 +59,18 @@ def test_raw_sample_bag_and_errors(tmp_path, capsys):
     assert msg.encoding == 'rgb8' and np.array_equal(rgb, jpg)
 
 
-def test_ros_env_sets_the_profile_for_fast_dds_2_and_3():
-    out = subprocess.run(
-        ['bash', '-c', '. scripts/ros_env.sh && echo "$FASTDDS_DEFAULT_PROFILES_FILE" && '
-         'echo "$FASTRTPS_DEFAULT_PROFILES_FILE" && echo "$ROS_AUTOMATIC_DISCOVERY_RANGE"'],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env=dict(os.environ, REGSEG_VENV=os.environ.get('VIRTUAL_ENV', '.venv')))
+@pytest.mark.parametrize('distro,both', [('', False), ('kilted', False), ('rolling', False),
+                                          ('humble', True), ('jazzy', True)])
+def test_the_profile_reaches_fast_dds_2_and_3(distro, both):
+    script = ('. scripts/ros_env.sh && echo "$FASTDDS_DEFAULT_PROFILES_FILE" && '
+              'echo "${FASTRTPS_DEFAULT_PROFILES_FILE:-unset}" && '
+              'echo "$ROS_AUTOMATIC_DISCOVERY_RANGE"')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('FAST')}
+    env.update(ROS_DISTRO=distro, REGSEG_VENV=os.environ.get('VIRTUAL_ENV', '.venv'))
+    out = subprocess.run(['bash', '-c', script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, env=env)
     profile = str(ROOT / 'config' / 'fastdds_loopback.xml')
-    assert out.stdout.split() == [profile, profile, 'LOCALHOST'], out.stderr
-    assert os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] == profile  # conftest, for the tests
+    assert out.stdout.split() == [profile, profile if both else 'unset', 'LOCALHOST']
+    confined = confine_dds({'ROS_DISTRO': distro})
+    assert confined['FASTDDS_DEFAULT_PROFILES_FILE'].endswith('fastdds_loopback.xml')
+    assert ('FASTRTPS_DEFAULT_PROFILES_FILE' in confined) == both
