@@ -668,7 +668,7 @@ class _McapReaderStorage(McapReader):
                                                       'Profile is not ros2.') \
                     or str(exc).endswith('seems to be empty.'):
                 raise
-            self._scan_open(str(exc))
+            self._scan_open()
         else:
             self._extras()
 
@@ -714,7 +714,7 @@ class _McapReaderStorage(McapReader):
             pos += 9 + length
         return None
 
-    def _scan_open(self, why: str) -> None:
+    def _scan_open(self) -> None:
         """Read a file without a (valid) summary front to back: definitions, counts, damage."""
         bio = self.bio
         for table in (self.schemas, self.channels, self.chunks, self.connections):
@@ -759,8 +759,8 @@ class _McapReaderStorage(McapReader):
             head = bio.read(9)
             if len(head) < 9:
                 flush()
-                self._damage(pos, f'the file ends inside a record header ({why})', {},
-                             False, False)
+                self._damage(pos, f'the file ends {size - pos} bytes into a record header: '
+                             'the recording was cut short', {}, False, False)
                 break
             opcode, length = _RECORD.unpack(head)
             end = pos + 9 + length
@@ -776,7 +776,7 @@ class _McapReaderStorage(McapReader):
                     lost = self._count_partial_chunk(bio, pos, size)
                 self._damage(pos, f'the file ends {size - pos} bytes into a {name} record '
                              f'of {9 + length} bytes ({end - size} bytes missing): the '
-                             f'recording was cut short ({why})', lost, False, opcode == 0x06)
+                             'recording was cut short', lost, False, opcode == 0x06)
                 break
             if opcode == 0x0F:
                 end_of_data = pos
@@ -808,12 +808,11 @@ class _McapReaderStorage(McapReader):
             pos = end
         flush()
         if end_of_data is not None:
-            self._damage(end_of_data, f'the summary or footer after the data section is missing '
-                         f'or invalid ({why}); all the data was read', {}, True, False)
+            self._damage(end_of_data, 'the summary or footer after the data section is missing '
+                         'or invalid; all the data was read', {}, True, False)
         elif clean_end:
-            self._damage(size, f'the file ends after a whole record but without its data end, '
-                         f'summary and footer: the recording was cut short ({why})', {}, False,
-                         False)
+            self._damage(size, 'the file ends after a whole record but without its data end, '
+                         'summary and footer: the recording was cut short', {}, False, False)
         self._scan = {'end': end_of_data if end_of_data is not None else pos, 'bad': bad}
         self.data_end = self._scan['end']
         for cid, channel in self.channels.items():

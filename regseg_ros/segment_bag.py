@@ -172,7 +172,7 @@ def remove_stale_partials(dst: Path, log=_err) -> List[Path]:
 def _lost_text(lost: Dict[str, int], exact: bool) -> str:
     total = sum(lost.values())
     if not lost:
-        return 'no messages known to be lost' if exact else 'an unknown number of messages'
+        return 'no messages' if exact else 'an unknown number of messages'
     parts = ', '.join(f'{t}: {n}' for t, n in sorted(lost.items()))
     return f'{"" if exact else "~"}{total} message(s) ({parts})'
 

@@ -43,3 +43,36 @@ def check_crcs(path):
     summary_start, _, crc = struct.unpack('<QQI', blob[-8 - 20:-8])
     assert crc != 0 and zlib.crc32(blob[summary_start:len(blob) - 8 - 4]) == crc
     return chunks
+
+
+def chunk_spans(path):
+    """
+    Return ({channel id: topic}, [(start, end, [(channel id, log, publish, sequence, data)])]).
+
+    One entry per chunk record of the file, in file order, with the messages it holds (read
+    with the official library's record parsers).
+    """
+    from io import BytesIO
+
+    from mcap.data_stream import ReadDataStream
+    from mcap.records import Channel, Message
+    from mcap.stream_reader import breakup_chunk
+    blob = open(path, 'rb').read()
+    topics, spans, pos = {}, [], 8
+    while pos + 9 <= len(blob):
+        opcode, length = struct.unpack_from('<BQ', blob, pos)
+        end = pos + 9 + length
+        if opcode == 0x06:
+            chunk = Chunk.read(ReadDataStream(BytesIO(blob[pos + 9:end])))
+            msgs = []
+            for record in breakup_chunk(chunk):
+                if isinstance(record, Channel):
+                    topics[record.id] = record.topic
+                elif isinstance(record, Message):
+                    msgs.append((record.channel_id, record.log_time, record.publish_time,
+                                 record.sequence, bytes(record.data)))
+            spans.append((pos, end, msgs))
+        elif opcode == 0x0F:
+            break
+        pos = end
+    return topics, spans
