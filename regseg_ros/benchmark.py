@@ -209,7 +209,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, objec
         'backend': info.get('backend'), 'device': info.get('device'),
         'precision': info.get('precision'), 'model': args.model,
         'weights': args.weights or 'random (speed does not depend on weights)',
-        'network_size': [nh, nw], 'camera_size': [ch, cw], 'confidence': args.confidence,
+        'network_size': f'{nw}x{nh}', 'camera_size': f'{cw}x{ch}', 'confidence': args.confidence,
         'cuda_graph': info.get('cuda_graph', 'false') == 'true',
         'engine': info.get('engine', ''),
         'environment': environment(str(info.get('device', device))),
@@ -224,7 +224,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, objec
 def format_report(r: Dict[str, object]) -> str:
     """Return the human-readable report."""
     env = r['environment']
-    (nh, nw), (ch, cw) = r['network_size'], r['camera_size']
     warm = r['warmup']
     lines = [
         f'RegSeg benchmark: {r["model"]}, weights: {r["weights"]}',
@@ -232,7 +231,8 @@ def format_report(r: Dict[str, object]) -> str:
         + (', CUDA graph' if r['cuda_graph'] else '') + f'; device: {env["device"]}',
         f'versions: python {env["python"]}, torch {env["torch"]}, CUDA {env["cuda"]}, '
         f'cuDNN {env["cudnn"]}, TensorRT {env["tensorrt"]}',
-        f'network {nw}x{nh}; camera frame {cw}x{ch} uint8 RGB in, {cw}x{ch} uint8 '
+        f'network {r["network_size"]}; camera frame {r["camera_size"]} uint8 RGB in, same size '
+        'uint8 '
         'labels out' + (' (+ confidence)' if r['confidence'] else ''),
     ]
     if r['engine']:

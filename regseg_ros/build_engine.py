@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help='engine precision (default: %(default)s; int8 needs '
                         '--int8-calibration-dir and TensorRT 8.5-10.x)')
     parser.add_argument('--network-size', type=parse_size, default=(1024, 2048),
-                        metavar='WxH', help='network input size, width x height (default: 2048x1024)')
+                        metavar='WxH',
+                        help='network input size, width x height (default: 2048x1024)')
     parser.add_argument('--device', default='cuda', help='cuda or cuda:N (default: cuda)')
     parser.add_argument('--workspace-mb', type=int, default=None, metavar='N',
                         help='cap the builder workspace at N MiB (Jetson: e.g. 1024)')

@@ -91,7 +91,7 @@ def build_segmenter(args: argparse.Namespace, label_set: str, network_size: Tupl
     if not args.weights and not args.allow_untrained:
         raise RegsegError(
             '--weights is empty: pass a checkpoint path, an https:// URL or a released '
-            "checkpoint name (e.g. --weights cityscapes_exp48_trainval); --allow-untrained runs "
+            'checkpoint name (e.g. --weights cityscapes_exp48_trainval); --allow-untrained runs '
             'random weights for demos and tests only')
     labels = get_label_set(label_set)
     if drivable_classes:

@@ -59,8 +59,8 @@ def write_sample_bag(out: Path, storage: str = 'mcap', raw: bool = False,
                         encoding='rgb8', is_bigendian=0, step=rgb.shape[1] * 3,
                         data=rgb.reshape(-1))
                 else:
-                    msg = types['sensor_msgs/msg/CompressedImage'](header=header, format='jpeg',
-                                                                  data=data)
+                    msg = types['sensor_msgs/msg/CompressedImage'](
+                        header=header, format='jpeg', data=data)
                 writer.write(conn, t, store.serialize_cdr(msg, conn.msgtype))
         tmp.rename(out)
     except BaseException:

@@ -7,8 +7,8 @@ import pytest
 from regseg_ros import benchmark
 import torch
 
-SMALL = ['--backend', 'torch', '--device', 'cpu', '--network-size', '64x128',
-         '--camera-size', '96x160', '--warmup', '1', '--iterations', '3', '--threads', '1']
+SMALL = ['--backend', 'torch', '--device', 'cpu', '--network-size', '128x64',
+         '--camera-size', '160x96', '--warmup', '1', '--iterations', '3', '--threads', '1']
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,7 @@ def test_benchmark_prints_the_report_on_the_cpu(capsys):
            'weights)' in out
     assert re.search(r'backend torch on cpu \(fp32\); device: CPU: .+ \(1 threads\)', out)
     assert re.search(r'versions: python [\d.]+, torch \S+, CUDA .+, cuDNN .+, TensorRT .+', out)
-    assert 'network 64x128 (HxW); camera frame 96x160 uint8 RGB in, 96x160 uint8 labels out ' \
+    assert 'network 128x64; camera frame 160x96 uint8 RGB in, same size uint8 labels out ' \
            '(+ confidence)' in out
     assert re.search(r'load: [\d.]+ s; warm-up: 1 iterations in [\d.]+ s, first [\d.]+ ms', out)
     assert re.search(r'\s+mean\s+p50\s+p99\s+min\s+FPS', out)
@@ -40,7 +40,7 @@ def test_benchmark_json_has_every_figure(capsys):
     assert benchmark.main(SMALL + ['--json']) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report['backend'], report['device'], report['precision']) == ('torch', 'cpu', 'fp32')
-    assert report['network_size'] == [64, 128] and report['camera_size'] == [96, 160]
+    assert report['network_size'] == '128x64' and report['camera_size'] == '160x96'
     for key in ('model_only', 'full_path'):
         stats = report[key]
         assert stats['iterations'] == 3

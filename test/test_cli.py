@@ -2,8 +2,8 @@
 
 import argparse
 
-from regseg_ros.cli import ArgumentParser, format_size, parse_size
 import pytest
+from regseg_ros.cli import ArgumentParser, format_size, parse_size
 
 
 def test_sizes_are_width_x_height_as_ros_writes_them():

@@ -40,5 +40,5 @@ def test_onnx_matches_pytorch(tmp_path, variant, height, width):
 
 
 def test_export_rejects_tiny_sizes(tmp_path):
-    with pytest.raises(RegsegError, match='export size 16x16 is too small'):
+    with pytest.raises(RegsegError, match=r'export size 16x16 \(width x height\) is too small'):
         export_onnx(build_model('exp48_decoder26'), tmp_path / 'x.onnx', 16, 16)

@@ -154,7 +154,7 @@ def test_jpeg_size_reads_the_frame_header_and_half_size_decode_matches():
 
 
 def _jpeg_claiming(width, height):
-    """A tiny real JPEG whose frame header is rewritten to claim ``width`` x ``height``."""
+    """Return a tiny real JPEG whose frame header claims ``width`` x ``height``."""
     ok, jpg = cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))
     data = bytearray(jpg.tobytes())
     i = 2

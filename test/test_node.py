@@ -432,7 +432,7 @@ def test_double_ctrl_c_during_inference_exits_0_without_a_traceback(tmp_path, pe
 
 
 def _jpeg_claiming(width, height):
-    """A tiny real JPEG whose frame header claims ``width`` x ``height``."""
+    """Return a tiny real JPEG whose frame header claims ``width`` x ``height``."""
     ok, jpg = cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))
     data = bytearray(jpg.tobytes())
     i = 2
@@ -477,7 +477,7 @@ def test_decompression_bombs_are_refused_before_decoding_memory_stays_flat(tmp_p
             bomb.header.stamp.sec = 101 + i
             peer.publish_until(pub, bomb, lambda: proc.log().count('exceeds max_input_pixels')
                                > i, what=f'bomb {i} to be refused')
-        assert ('compressed image (\'jpeg\') of 30000x30000 = 900.0 MP exceeds max_input_pixels'
+        assert ("compressed image ('jpeg') of 30000x30000 = 900.0 MP exceeds max_input_pixels"
                 ' = 64000000 (64.0 MP): refused before decoding') in proc.log()
         assert 'rejected frame' in proc.log()
         assert _proc_status(pid, 'VmHWM') - peak < 100 * 2**20

@@ -59,8 +59,8 @@ def test_raw_sample_bag_and_errors(tmp_path, capsys):
     assert msg.encoding == 'rgb8' and np.array_equal(rgb, jpg)
 
 
-@pytest.mark.parametrize('distro,both', [('', False), ('kilted', False), ('rolling', False),
-                                          ('humble', True), ('jazzy', True)])
+@pytest.mark.parametrize('distro,both', [
+    ('', False), ('kilted', False), ('rolling', False), ('humble', True), ('jazzy', True)])
 def test_the_profile_reaches_fast_dds_2_and_3(distro, both):
     script = ('. scripts/ros_env.sh && echo "$FASTDDS_DEFAULT_PROFILES_FILE" && '
               'echo "${FASTRTPS_DEFAULT_PROFILES_FILE:-unset}" && '

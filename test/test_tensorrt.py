@@ -548,7 +548,8 @@ def test_build_engine_rejects_a_bad_size(capsys):
     with pytest.raises(SystemExit) as exc:
         build_engine_main(['--network-size', '1024'])
     assert exc.value.code == 2
-    assert "size '1024' is not WIDTHxHEIGHT in whole pixels, e.g. 1024x512" in capsys.readouterr().err
+    assert ("size '1024' is not WIDTHxHEIGHT in whole pixels, e.g. 1024x512"
+            in capsys.readouterr().err)
 
 
 # -- on a GPU with TensorRT -----------------------------------------------------------------

@@ -19,7 +19,8 @@ def export_onnx(model: nn.Module, path: os.PathLike, height: int, width: int,
     Input ``image`` (1, 3, H, W) float32 normalised RGB, output ``logits`` (1, C, H, W).
     """
     if height < 32 or width < 32:
-        raise RegsegError(f'export size {width}x{height} (width x height) is too small: use at least 32x32')
+        raise RegsegError(f'export size {width}x{height} (width x height) is too small: use at '
+                          'least 32x32')
     model = model.eval()
     param = next(model.parameters())
     dummy = torch.zeros(1, 3, int(height), int(width), dtype=param.dtype, device=param.device)
