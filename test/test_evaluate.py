@@ -1,3 +1,17 @@
+# Copyright 2026 regseg_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Evaluation metric, dataset layouts and the evaluate command, with exactly known answers."""
 
 import json
@@ -512,7 +526,9 @@ def test_cli_on_the_authors_camvid(tmp_path, capsys):
 @pytest.mark.parametrize('args,message', [
     (['{tmp}/nowhere'], "dataset folder '{tmp}/nowhere' does not exist"),
     (['{tmp}', '--split', 'train'], 'no images match'),
-    (['{tmp}'], 'weights is empty'),
+    (['{tmp}'], '--weights is empty: pass a checkpoint path, an https:// URL or a released '
+     'checkpoint name (e.g. --weights cityscapes_exp48_trainval); --allow-untrained runs random '
+     'weights for demos and tests only'),
     (['{tmp}', '--allow-untrained', '--backend', 'tensorrt'],
      '--backend tensorrt is not supported for evaluate'),
 ])
