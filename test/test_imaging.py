@@ -14,6 +14,7 @@
 
 """Camera buffer decoding and output image helpers."""
 
+from bombs import jpeg_bomb, png_bomb
 import cv2
 import numpy as np
 import pytest
@@ -167,31 +168,17 @@ def test_jpeg_size_reads_the_frame_header_and_half_size_decode_matches():
         decode_compressed('jpeg', jpg.tobytes()[:300], network_size=(33, 65))
 
 
-def _jpeg_claiming(width, height):
-    """Return a tiny real JPEG whose frame header claims ``width`` x ``height``."""
-    ok, jpg = cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))
-    data = bytearray(jpg.tobytes())
-    i = 2
-    while data[i + 1] not in (0xC0, 0xC1, 0xC2):
-        i += 2 + (data[i + 2] << 8 | data[i + 3])
-    data[i + 5:i + 9] = bytes([height >> 8, height & 255, width >> 8, width & 255])
-    return bytes(data)
-
-
 def test_decompression_bombs_are_refused_from_the_header_before_decoding():
-    bomb = _jpeg_claiming(30000, 30000)
+    bomb = jpeg_bomb(30000, 30000)
     assert len(bomb) < 1000 and jpeg_size(bomb) == (30000, 30000)
     with pytest.raises(RegsegError, match=r"compressed image \('jpeg'\) of 30000x30000 = "
                                           r'900.0 MP exceeds max_input_pixels = 64000000 '
                                           r'\(64.0 MP\): refused before decoding'):
         decode_compressed('jpeg', bomb)
-    ok, png = cv2.imencode('.png', np.zeros((8, 8, 3), np.uint8))
-    data = bytearray(png.tobytes())
-    data[16:24] = (40000).to_bytes(4, 'big') + (20000).to_bytes(4, 'big')
     with pytest.raises(RegsegError, match=r'of 40000x20000 = 800.0 MP exceeds max_input_pixels'):
-        decode_compressed('png', bytes(data))
+        decode_compressed('png', png_bomb(40000, 20000))
     with pytest.raises(RegsegError, match=r'exceeds max_input_pixels = 100 '):
-        decode_compressed('jpeg', _jpeg_claiming(11, 10), max_pixels=100)
+        decode_compressed('jpeg', jpeg_bomb(11, 10), max_pixels=100)
     # Raw images obey the same limit (their buffer is already in memory, the RGB copy is not).
     with pytest.raises(RegsegError, match=r'image of 20x10 = 0.0 MP exceeds max_input_pixels'):
         decode_image('mono8', 10, 20, 20, bytes(200), max_pixels=199)

@@ -17,6 +17,7 @@
 import signal
 import time
 
+from bombs import jpeg_bomb, png_bomb
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
@@ -445,17 +446,6 @@ def test_double_ctrl_c_during_inference_exits_0_without_a_traceback(tmp_path, pe
     assert 'terminate called' not in log, log
 
 
-def _jpeg_claiming(width, height):
-    """Return a tiny real JPEG whose frame header claims ``width`` x ``height``."""
-    ok, jpg = cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))
-    data = bytearray(jpg.tobytes())
-    i = 2
-    while data[i + 1] not in (0xC0, 0xC1, 0xC2):
-        i += 2 + (data[i + 2] << 8 | data[i + 3])
-    data[i + 5:i + 9] = bytes([height >> 8, height & 255, width >> 8, width & 255])
-    return bytes(data)
-
-
 def _proc_status(pid, key):
     for line in open(f'/proc/{pid}/status'):
         if line.startswith(key + ':'):
@@ -482,11 +472,8 @@ def test_decompression_bombs_are_refused_before_decoding_memory_stays_flat(tmp_p
         cap = _proc_status(pid, 'VmSize') + 2**30
         resource.prlimit(pid, resource.RLIMIT_AS, (cap, cap))
         peak = _proc_status(pid, 'VmHWM')
-        bombs = [CompressedImage(format='jpeg', data=_jpeg_claiming(30000, 30000))]
-        ok, png = cv2.imencode('.png', np.zeros((8, 8, 3), np.uint8))
-        png = bytearray(png.tobytes())
-        png[16:24] = (30000).to_bytes(4, 'big') * 2
-        bombs.append(CompressedImage(format='png', data=bytes(png)))
+        bombs = [CompressedImage(format='jpeg', data=jpeg_bomb()),
+                 CompressedImage(format='png', data=png_bomb())]
         for i, bomb in enumerate(bombs):
             bomb.header.stamp.sec = 101 + i
             peer.publish_until(pub, bomb, lambda: proc.log().count('exceeds max_input_pixels')

@@ -17,12 +17,11 @@
 import os
 from pathlib import Path
 import re
-import struct
 import subprocess
 import sys
-import zlib
 
 from bag_mcap import check_crcs, chunk_spans, official_messages, official_summary
+from bombs import jpeg_bomb, png_bomb
 import cv2
 import numpy as np
 import pytest
@@ -616,26 +615,6 @@ def test_kill_9_leaves_only_a_temporary_output_that_a_rerun_removes(tmp_path, ca
             f'(process {proc.pid}, no longer running)') in err
     assert not partial.exists() and not list(tmp_path.glob('out.partial-*'))
     assert len(read_bag(dst)['/front/image_raw/labels']) == 150
-
-
-def jpeg_bomb(side=30000):
-    """Return a ~1 KB JPEG whose header claims ``side`` x ``side`` pixels."""
-    ok, enc = cv2.imencode('.jpg', frame(0)[:16, :16])
-    data = bytearray(enc.tobytes())
-    sof = data.index(b'\xff\xc0')
-    data[sof + 5:sof + 9] = struct.pack('>HH', side, side)
-    return bytes(data)
-
-
-def png_bomb(side=30000):
-    """Return a small PNG whose header claims ``side`` x ``side`` RGB pixels."""
-    def chunk(kind, body):
-        return struct.pack('>I', len(body)) + kind + body + struct.pack(
-            '>I', zlib.crc32(kind + body))
-    idat = zlib.compress(b'\0' * (1 + 3 * side) * 4)  # a few rows of zeros
-    ihdr = struct.pack('>IIBBBBB', side, side, 8, 2, 0, 0, 0)
-    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', idat)
-            + chunk(b'IEND', b''))
 
 
 CHILD = """
