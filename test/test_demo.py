@@ -21,6 +21,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 
 import cv2
@@ -149,9 +150,12 @@ def test_explicit_weights_that_fail_are_an_error_not_random(tmp_path):
 
 
 def test_demo_sh_shows_why_the_node_did_not_start(tmp_path):
+    # demo.sh is the venv route: it runs the regseg_demo of the venv it is pointed at.
+    if not (Path(sys.executable).parent / 'regseg_demo').exists():
+        pytest.skip('demo.sh needs a venv with regseg_demo installed (the venv route)')
     missing = tmp_path / 'nope.pth'
     demo_sh = ['bash', str(ROOT / 'scripts' / 'demo.sh')]
-    result = run_demo(tmp_path, demo_env(tmp_path, REGSEG_SKIP_SETUP='1'),
+    result = run_demo(tmp_path, demo_env(tmp_path, REGSEG_SKIP_SETUP='1', REGSEG_VENV=sys.prefix),
                       '--weights', str(missing), command=demo_sh)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"cannot start: weights file '{missing}' does not exist" in result.stderr
