@@ -12,6 +12,8 @@ PY=${PYTHON:-python3}
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
 # A real (non-editable) install: data files (ament index marker, launch, config) land in the venv.
+# setuptools copies through ./build/lib, which keeps modules deleted since: start it afresh.
+rm -rf build/lib
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
     --no-build-isolation .
 echo "venv ready: $VENV"
