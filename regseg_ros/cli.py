@@ -46,6 +46,20 @@ def parse_size(text: str) -> Tuple[int, int]:
     return height, width
 
 
+def positive(kind):
+    """Return an argparse type that parses ``kind`` (int or float) and insists on > 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f'{text!r} is not {"a whole number" if kind is int else "a number"}') from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f'{text!r} must be greater than 0')
+        return value
+    return parse
+
+
 def format_size(size: Sequence[int]) -> str:
     """Write an array-order ``(height, width)`` size as ROS does: ``WIDTHxHEIGHT``."""
     height, width = size[:2]

@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
-from regseg_ros.cli import ArgumentParser, err, format_size, parse_size
+from regseg_ros.cli import ArgumentParser, err, format_size, parse_size, positive
 from regseg_ros.errors import RegsegError
 
 SAMPLE_DIR = Path(__file__).resolve().parent / 'data' / 'sample'
@@ -84,7 +84,8 @@ def confine_dds(env: Dict[str, str]) -> Dict[str, str]:
     if profile is not None:
         for name in profile_variables(env.get('ROS_DISTRO', '')):
             env.setdefault(name, str(profile))
-    env.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
+    # 1..101: on Linux higher domain ids put DDS ports into the ephemeral range (ROS 2 docs).
+    env.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 101))
     return env
 
 
@@ -322,8 +323,9 @@ def main(argv=None) -> int:
     parser.add_argument('--output', type=Path, default=Path('demo_output'),
                         help='folder for overlay_*.png and the node log; those of an earlier '
                              'run are removed first (default: %(default)s)')
-    parser.add_argument('--rate', type=float, default=10.0, help='camera rate in Hz')
-    parser.add_argument('--loops', type=int, default=1, help='play the sequence N times')
+    parser.add_argument('--rate', type=positive(float), default=10.0, help='camera rate in Hz')
+    parser.add_argument('--loops', type=positive(int), default=1,
+                        help='play the sequence N times')
     parser.add_argument('--network-size', type=parse_size, default='1024x512', metavar='WxH',
                         help='network input size, width x height (default: 1024x512)')
     parser.add_argument('--device', default='cpu')

@@ -21,6 +21,7 @@ Write the bundled sample drive as a rosbag2 bag, for trying ``segment_bag`` on a
 ``/cam/image_raw``; frame_id ``camera``. No ROS installation needed (rosbags writes it).
 """
 
+import os
 from pathlib import Path
 import shutil
 import sys
@@ -39,7 +40,8 @@ def write_sample_bag(out: Path, storage: str = 'mcap', raw: bool = False,
     """Write the sample frames into a new bag folder ``out``; return the number of frames."""
     import cv2
     import numpy as np
-    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2 import StoragePlugin
+    from regseg_ros.bag_io import BagWriter
     from rosbags.typesys import get_typestore, Stores
     from regseg_ros.errors import RegsegError
 
@@ -54,7 +56,9 @@ def write_sample_bag(out: Path, storage: str = 'mcap', raw: bool = False,
     tmp = out.with_name(out.name + '.partial')
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with Writer(tmp, version=8, storage_plugin=plugin) as writer:
+        # Files are named after OUT, not the temporary folder; the distro is the running one.
+        with BagWriter(tmp, version=8, storage_plugin=plugin, stem=out.name,
+                       ros_distro=os.environ.get('ROS_DISTRO') or None) as writer:
             conn = (writer.add_connection(TOPIC, 'sensor_msgs/msg/Image', typestore=store)
                     if raw else writer.add_connection(
                         TOPIC + '/compressed', 'sensor_msgs/msg/CompressedImage',

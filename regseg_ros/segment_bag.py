@@ -327,8 +327,10 @@ class BagSegmenter:
         else:
             chosen = image_topics
         if not chosen:
+            damaged = ''.join(f'; the file is damaged: {d.problem} at offset {d.offset}'
+                              for d in self.planned_damages[:1])
             raise RegsegError(f'{str(self.src)!r} has no {IMAGE} or {COMPRESSED} topics: nothing '
-                              'to segment')
+                              f'to segment{damaged}')
         self.inputs = {c.id: c for t in chosen for c in by_topic[t] if c.msgtype in IMAGE_TYPES}
         self.base: Dict[int, str] = {}
         claimed: Dict[str, str] = {}

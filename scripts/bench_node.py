@@ -26,7 +26,6 @@ Benchmark the segmentation node on this machine and print the figures.
 Run: . scripts/ros_env.sh && python scripts/bench_node.py [--frames 1000]
 """
 
-import argparse
 import os
 from pathlib import Path
 import statistics
@@ -36,6 +35,7 @@ import time
 import cv2
 import numpy as np
 from regseg_ros.backends import BackendConfig, create_backend
+from regseg_ros.cli import ArgumentParser, parse_size
 from regseg_ros.demo import confine_dds, load_frames, NodeSession, SAMPLE_DIR, summary
 from regseg_ros.model import build_model
 import torch
@@ -71,8 +71,9 @@ def forward_figures(height, width, runs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument('--network-size', default='512x1024')
+    parser = ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument('--network-size', type=parse_size, default='1024x512', metavar='WxH',
+                        help='network input, width x height (default: %(default)s)')
     parser.add_argument('--camera-width', type=int, default=2048)
     parser.add_argument('--runs', type=int, default=10, help='forward passes to time')
     parser.add_argument('--frames', type=int, default=1000, help='frames for the memory run')
@@ -80,7 +81,7 @@ def main(argv=None):
                         help='outputs subscribed (what a planner takes)')
     args = parser.parse_args(argv)
     confine_dds(os.environ)
-    height, width = (int(v) for v in args.network_size.split('x'))
+    height, width = args.network_size
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
           f'{cv2.getNumberOfCPUs()} CPUs; network {width}x{height}')
 

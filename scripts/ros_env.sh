@@ -11,5 +11,6 @@ export FASTDDS_DEFAULT_PROFILES_FILE="$_regseg_root/config/fastdds_loopback.xml"
 case "${ROS_DISTRO:-}" in
     humble|iron|jazzy) export FASTRTPS_DEFAULT_PROFILES_FILE="$FASTDDS_DEFAULT_PROFILES_FILE" ;;
 esac
-export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((100 + $$ % 100))}
+# An own domain, 1..101: on Linux higher ids put DDS ports into the ephemeral range.
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((1 + $$ % 101))}
 unset _regseg_root _regseg_venv

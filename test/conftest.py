@@ -30,6 +30,7 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 # FASTRTPS_... (which Fast DDS 3 warns about): regseg_ros.demo.profile_variables says which.
 for _name in profile_variables(os.environ.get('ROS_DISTRO', '')):
     os.environ[_name] = str(ROOT / 'config' / 'fastdds_loopback.xml')
-os.environ.setdefault('ROS_DOMAIN_ID', str(101 + os.getpid() % 100))
+# 1..101: on Linux higher domain ids put DDS ports into the ephemeral range (ROS 2 docs).
+os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 101))
 os.environ.pop('ROS_LOCALHOST_ONLY', None)
 os.environ.setdefault('RCUTILS_LOGGING_BUFFERED_STREAM', '0')

@@ -17,7 +17,7 @@
 import argparse
 
 import pytest
-from regseg_ros.cli import ArgumentParser, format_size, parse_size
+from regseg_ros.cli import ArgumentParser, format_size, parse_size, positive
 
 
 def test_sizes_are_width_x_height_as_ros_writes_them():
@@ -47,3 +47,23 @@ def test_usage_errors_exit_2_with_the_tool_name(capsys):
         parser.parse_args(['--size', '512by1024'])
     assert exc.value.code == 2
     assert "tool: error: argument --size: size '512by1024' is not" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('kind,text,message', [
+    (float, '0', "'0' must be greater than 0"), (float, '-1', "'-1' must be greater than 0"),
+    (int, '0', "'0' must be greater than 0"), (int, '1.5', "'1.5' is not a whole number"),
+    (float, 'fast', "'fast' is not a number"),
+])
+def test_positive_numbers(kind, text, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        positive(kind)(text)
+    assert positive(kind)('2') == 2
+
+
+@pytest.mark.parametrize('args', [['--rate', '0'], ['--rate', '-1'], ['--loops', '0']])
+def test_demo_rates_and_loops_must_be_positive(args, capsys):
+    from regseg_ros.demo import main
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert 'must be greater than 0' in capsys.readouterr().err

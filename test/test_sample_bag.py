@@ -51,6 +51,9 @@ def test_sample_bag_holds_every_frame_as_jpeg_at_10_hz(tmp_path, capsys):
     assert first.format == 'jpeg' and first.header.frame_id == 'camera'
     assert bytes(first.data) == frames[0].read_bytes()
     assert not list(tmp_path.glob('*.partial'))
+    # The file and metadata name the bag, not the temporary folder it was written in.
+    assert [p.name for p in out.glob('*.mcap')] == ['drive.mcap']
+    assert 'partial' not in (out / 'metadata.yaml').read_text()
 
 
 def test_raw_sample_bag_and_errors(tmp_path, capsys):

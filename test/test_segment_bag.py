@@ -504,6 +504,19 @@ def copied(path, topics=(RAW, OTHER)):
     return sorted(m for m in official_messages(path) if m[0] in topics)
 
 
+def test_file_cut_inside_its_first_chunk_says_it_is_damaged(tmp_path, capsys):
+    whole = make_crc_bag(tmp_path / 'rec')
+    _topics, spans = chunk_spans(whole)
+    first_start, first_end, _ = spans[0]
+    src = tmp_path / 'early.mcap'
+    src.write_bytes(whole.read_bytes()[:(first_start + first_end) // 2])
+    assert main([str(src), str(tmp_path / 'out')] + NET) == 1
+    err = capsys.readouterr().err
+    assert 'has no sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage topics: nothing to ' \
+           'segment; the file is damaged: the file ends ' in err, err
+    assert f'at offset {first_start}' in err
+
+
 @pytest.mark.parametrize('where', ['mid-chunk', 'mid-record', 'summary'])
 def test_truncated_mcap_is_salvaged_or_refused_with_strict(tmp_path, capsys, where):
     whole = make_crc_bag(tmp_path / 'rec')
