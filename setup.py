@@ -45,13 +45,16 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'segmentation_node = regseg_ros.segmentation_node:main',
-            'regseg_demo = regseg_ros.demo:main',
-            'segment_bag = regseg_ros.segment_bag:main',
-            'evaluate = regseg_ros.evaluate:main',
-            'build_engine = regseg_ros.build_engine:main',
-            'benchmark = regseg_ros.benchmark:main',
-            'make_sample_bag = regseg_ros.sample_bag:main',
+            'segmentation_node = regseg_ros.ros.segmentation_node:main',
+            'multi_camera_node = regseg_ros.ros.multi_camera_node:main',
+            'freespace_node = regseg_ros.ros.freespace_node:main',
+            'train = regseg_ros.tools.train:main',
+            'regseg_demo = regseg_ros.tools.demo:main',
+            'segment_bag = regseg_ros.tools.segment_bag:main',
+            'evaluate = regseg_ros.tools.evaluate:main',
+            'build_engine = regseg_ros.tools.build_engine:main',
+            'benchmark = regseg_ros.tools.benchmark:main',
+            'make_sample_bag = regseg_ros.tools.sample_bag:main',
         ],
     },
 )

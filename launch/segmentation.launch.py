@@ -37,7 +37,7 @@ from launch.event_handlers import OnShutdown
 import launch.logging
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from regseg_ros import launch_helpers as helpers
+from regseg_ros.ros import launch_helpers as helpers
 
 
 def _setup(context, *args, **kwargs):

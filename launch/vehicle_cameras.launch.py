@@ -34,7 +34,7 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Regis
 from launch.event_handlers import OnShutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from regseg_ros import launch_helpers as helpers
+from regseg_ros.ros import launch_helpers as helpers
 
 
 def _setup(context, *args, **kwargs):

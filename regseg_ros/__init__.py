@@ -15,11 +15,13 @@
 """
 RegSeg real-time semantic segmentation for ROS 2.
 
-The ROS-free core (``regseg_ros.model``, ``regseg_ros.backends``, ``regseg_ros.labels``,
-``regseg_ros.imaging``) imports without rclpy; the node modules are a thin shell over it.
+Layout: ``core`` (errors, imaging, label sets, statistics, projection), ``model`` (the network
+and its checkpoints) and ``backends`` (torch, TensorRT) import without rclpy; ``segmenter``
+turns frames into the node's outputs over them; ``bag_io`` reads and writes bags; ``ros`` holds
+the nodes and launch helpers (thin shells over the core); ``tools`` the command-line tools.
 """
 
-from regseg_ros.errors import RegsegError, RegsegWarning
+from regseg_ros.core.errors import RegsegError, RegsegWarning
 
 __all__ = ['RegsegError', 'RegsegWarning']
 __version__ = '0.1.0'

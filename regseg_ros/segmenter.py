@@ -18,9 +18,9 @@ from typing import Collection, Dict, List, Optional, Sequence
 
 import numpy as np
 from regseg_ros.backends.base import Backend
-from regseg_ros.errors import RegsegError
-from regseg_ros.imaging import blend, colorize, resize_rgb
-from regseg_ros.labels import LabelSet
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.imaging import blend, colorize, resize_rgb
+from regseg_ros.core.labels import LabelSet
 
 OUTPUTS = ('labels', 'drivable_mask', 'color', 'overlay', 'confidence')
 RESOLUTIONS = ('input', 'network')

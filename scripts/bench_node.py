@@ -35,9 +35,9 @@ import time
 import cv2
 import numpy as np
 from regseg_ros.backends import BackendConfig, create_backend
-from regseg_ros.cli import ArgumentParser, parse_size
-from regseg_ros.demo import confine_dds, load_frames, NodeSession, SAMPLE_DIR, summary
 from regseg_ros.model import build_model
+from regseg_ros.tools.cli import ArgumentParser, parse_size
+from regseg_ros.tools.demo import confine_dds, load_frames, NodeSession, SAMPLE_DIR, summary
 import torch
 
 

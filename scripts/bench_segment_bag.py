@@ -41,8 +41,8 @@ import time
 
 import cv2
 import numpy as np
-from regseg_ros.cli import add_model_arguments, build_segmenter, format_size, parse_size
-from regseg_ros.segment_bag import BagSegmenter, DEFAULT_NETWORK_SIZE
+from regseg_ros.tools.cli import add_model_arguments, build_segmenter, format_size, parse_size
+from regseg_ros.tools.segment_bag import BagSegmenter, DEFAULT_NETWORK_SIZE
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 

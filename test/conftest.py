@@ -21,13 +21,13 @@ Set before anything imports rclpy, and inherited by every process the tests star
 import os
 from pathlib import Path
 
-from regseg_ros.demo import profile_variables
+from regseg_ros.tools.demo import profile_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 # Fast DDS 3 (Kilted and newer) reads FASTDDS_...; Fast DDS 2 (Humble, Iron, Jazzy) only
-# FASTRTPS_... (which Fast DDS 3 warns about): regseg_ros.demo.profile_variables says which.
+# FASTRTPS_... (which Fast DDS 3 warns about): regseg_ros.tools.demo.profile_variables says which.
 for _name in profile_variables(os.environ.get('ROS_DISTRO', '')):
     os.environ[_name] = str(ROOT / 'config' / 'fastdds_loopback.xml')
 # 1..101: on Linux higher domain ids put DDS ports into the ephemeral range (ROS 2 docs).

@@ -24,7 +24,7 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from regseg_ros.demo import node_command
+from regseg_ros.tools.demo import node_command
 from sensor_msgs.msg import Image
 
 

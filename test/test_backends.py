@@ -20,7 +20,7 @@ from regseg_ros import RegsegError
 from regseg_ros.backends import BackendConfig, create_backend
 from regseg_ros.backends.postprocess import upsample_argmax
 from regseg_ros.backends.torch_backend import load_regseg, MEAN, resolve_device, STD
-from regseg_ros.imaging import resize_rgb
+from regseg_ros.core.imaging import resize_rgb
 from regseg_ros.model import build_model
 from test_model import randomise_bn
 import torch

@@ -18,7 +18,7 @@ import json
 import re
 
 import pytest
-from regseg_ros import benchmark
+from regseg_ros.tools import benchmark
 import torch
 
 SMALL = ['--backend', 'torch', '--device', 'cpu', '--network-size', '128x64',

@@ -17,7 +17,7 @@
 import argparse
 
 import pytest
-from regseg_ros.cli import ArgumentParser, format_size, parse_size, positive
+from regseg_ros.tools.cli import ArgumentParser, format_size, parse_size, positive
 
 
 def test_sizes_are_width_x_height_as_ros_writes_them():
@@ -62,7 +62,7 @@ def test_positive_numbers(kind, text, message):
 
 @pytest.mark.parametrize('args', [['--rate', '0'], ['--rate', '-1'], ['--loops', '0']])
 def test_demo_rates_and_loops_must_be_positive(args, capsys):
-    from regseg_ros.demo import main
+    from regseg_ros.tools.demo import main
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2

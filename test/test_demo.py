@@ -27,8 +27,8 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from regseg_ros.demo import mark_random, node_command, SAMPLE_DIR
 from regseg_ros.model import build_model, RELEASED_CHECKPOINTS
+from regseg_ros.tools.demo import mark_random, node_command, SAMPLE_DIR
 import torch
 
 pytestmark = pytest.mark.ros

@@ -21,11 +21,12 @@ import os
 import cv2
 import numpy as np
 import pytest
-from regseg_ros import evaluate as evaluate_module, RegsegError
-from regseg_ros.evaluate import (
+from regseg_ros import RegsegError
+from regseg_ros.core.labels import CAMVID, CITYSCAPES
+from regseg_ros.tools import evaluate as evaluate_module
+from regseg_ros.tools.evaluate import (
     confusion_matrix, evaluate, evaluate_pairs, find_samples, iter_samples, main,
     native_network_size, read_label, scores)
-from regseg_ros.labels import CAMVID, CITYSCAPES
 
 IGNORE = 255
 

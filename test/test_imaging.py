@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 from regseg_ros import RegsegError
-from regseg_ros.imaging import (
+from regseg_ros.core.imaging import (
     blend, check_pixels, compressed_size, decode_compressed, decode_image, jpeg_size,
     png_size, resize_labels,
     resize_rgb)

@@ -17,7 +17,7 @@
 import numpy as np
 import pytest
 from regseg_ros import RegsegError
-from regseg_ros.labels import (
+from regseg_ros.core.labels import (
     CAMVID, CAMVID_SEGNET_CLASSES, camvid_segnet_lut, CITYSCAPES, get_label_set, IGNORE_ID)
 
 

@@ -38,9 +38,9 @@ import pytest
 from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
-from regseg_ros import launch_helpers as helpers
 from regseg_ros.backends import CHOICES as BACKEND_CHOICES
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.ros import launch_helpers as helpers
 from ros_harness import make_image, NodeProcess, RosPeer, stamp_of
 from sensor_msgs.msg import CompressedImage, Image
 import yaml

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
-from regseg_ros.labels import CITYSCAPES
+from regseg_ros.core.labels import CITYSCAPES
 from ros_harness import as_array, make_image, NodeProcess, RosPeer, stamp_of
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
@@ -412,7 +412,7 @@ def test_fatal_line_names_the_node_as_launched(tmp_path):
 
 def test_help_lists_the_parameters_and_exits_0(tmp_path):
     import subprocess
-    from regseg_ros.demo import node_command
+    from regseg_ros.tools.demo import node_command
     out = subprocess.run(node_command('segmentation_node') + ['--help'], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -23,8 +23,8 @@ from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 import numpy as np
 import pytest
-from regseg_ros.demo import confine_dds
-from regseg_ros.sample_bag import main, SAMPLE_DIR
+from regseg_ros.tools.demo import confine_dds
+from regseg_ros.tools.sample_bag import main, SAMPLE_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,9 +25,9 @@ from bombs import jpeg_bomb, png_bomb
 import cv2
 import numpy as np
 import pytest
-from regseg_ros import imaging
 from regseg_ros.bag_io import BagWriter
-from regseg_ros.segment_bag import (
+from regseg_ros.core import imaging
+from regseg_ros.tools.segment_bag import (
     BagSegmenter, build_segmenter, DEFAULT_QOS, main, make_parser, output_base)
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.metadata import dump_qos_v8, parse_qos
@@ -594,7 +594,7 @@ def test_chunk_with_a_bad_crc_is_skipped_and_counted(tmp_path, capsys):
 def test_kill_9_leaves_only_a_temporary_output_that_a_rerun_removes(tmp_path, capsys):
     src, dst = tmp_path / 'in', tmp_path / 'out'
     make_crc_bag(src, frames=150)
-    cmd = [sys.executable, '-m', 'regseg_ros.segment_bag', str(src), str(dst),
+    cmd = [sys.executable, '-m', 'regseg_ros.tools.segment_bag', str(src), str(dst),
            '--allow-untrained', '--network-size', '512x256', '--no-progress',
            '--decode-threads', '1']
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -632,7 +632,7 @@ def test_kill_9_leaves_only_a_temporary_output_that_a_rerun_removes(tmp_path, ca
 
 CHILD = """
 import sys
-from regseg_ros.segment_bag import main
+from regseg_ros.tools.segment_bag import main
 code = main(sys.argv[1:])
 peak = [l for l in open('/proc/self/status') if l.startswith('VmPeak')][0].split()[1]
 print('VMPEAK', int(peak) * 1024, flush=True)

@@ -40,8 +40,8 @@ from regseg_ros.backends import (
 from regseg_ros.backends import engine_cache as cache
 from regseg_ros.backends import tensorrt_backend as trt_backend
 from regseg_ros.backends import trt_build
-from regseg_ros.build_engine import main as build_engine_main
 from regseg_ros.model import build_model
+from regseg_ros.tools.build_engine import main as build_engine_main
 from test_model import randomise_bn
 import torch
 
@@ -67,7 +67,7 @@ def test_tensorrt_is_imported_only_when_chosen():
     code = (
         'import sys\n'
         'import numpy as np\n'
-        'import regseg_ros.benchmark, regseg_ros.build_engine\n'
+        'import regseg_ros.tools.benchmark, regseg_ros.tools.build_engine\n'
         'from regseg_ros.backends import BackendConfig, create_backend\n'
         "b = create_backend('torch', BackendConfig(allow_untrained=True, input_size=(64, 128)))\n"
         'b.infer([np.zeros((64, 128, 3), np.uint8)], [(64, 128)])\n'

@@ -26,7 +26,7 @@ import logging
 from typing import Callable, Mapping, Optional, Tuple
 
 from regseg_ros.backends.base import Backend, BackendConfig, Prediction
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
 
 Log = Callable[[str], None]
 LOGGER_NAME = 'regseg_ros'

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
 
 
 @dataclass(frozen=True)

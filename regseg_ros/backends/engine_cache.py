@@ -30,7 +30,7 @@ from pathlib import Path
 import tempfile
 from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
 from regseg_ros.model.weights import default_cache_dir
 
 # Bump when the way engines are built or used changes in a way the other fields do not show.

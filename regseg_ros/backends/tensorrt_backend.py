@@ -44,7 +44,7 @@ from regseg_ros.backends.torch_backend import (
     load_regseg, normalisation, predictions_from_quarter, prepare_on_gpu, resolve_device)
 from regseg_ros.backends.trt_build import (
     build_serialized_engine, check_precision, import_tensorrt, make_calibrator, make_logger)
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
 from regseg_ros.model.export import export_onnx, INPUT_NAME, OUTPUT_NAME
 from regseg_ros.model.optimize import fold_batchnorm
 from regseg_ros.model.weights import file_sha256

@@ -27,8 +27,8 @@ import numpy as np
 from regseg_ros.backends import default_log
 from regseg_ros.backends.base import Backend, BackendConfig, Prediction
 from regseg_ros.backends.postprocess import upsample_argmax
-from regseg_ros.errors import RegsegError
-from regseg_ros.imaging import resize_labels, resize_rgb
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.imaging import resize_labels, resize_rgb
 from regseg_ros.model import build_model, load_weights
 from regseg_ros.model.optimize import fold_batchnorm
 import torch

@@ -30,7 +30,7 @@ import time
 from typing import Callable, Optional, Sequence, Tuple
 
 from regseg_ros.backends.engine_cache import write_atomic
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
 
 Log = Callable[[str], None]
 MIN_VERSION = (8, 5)

@@ -17,7 +17,7 @@
 import os
 import warnings
 
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
 import torch
 from torch import nn
 

@@ -22,7 +22,7 @@ matching. No rclpy below this package.
 from dataclasses import dataclass
 from typing import Dict, Sequence, Tuple
 
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
 import torch
 from torch import nn
 from torch.nn import functional as F

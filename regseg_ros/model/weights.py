@@ -37,7 +37,7 @@ import urllib.parse
 import urllib.request
 import warnings
 
-from regseg_ros.errors import RegsegError, RegsegWarning
+from regseg_ros.core.errors import RegsegError, RegsegWarning
 import torch
 from torch import nn
 

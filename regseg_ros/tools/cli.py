@@ -85,7 +85,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_size: str,
                         default_label_set: str = 'cityscapes') -> None:
     """Add the options that choose and load the network (shared by the bag and dataset tools)."""
     from regseg_ros.backends import CHOICES as BACKEND_CHOICES
-    from regseg_ros.labels import LABEL_SETS
+    from regseg_ros.core.labels import LABEL_SETS
     from regseg_ros.model import VARIANTS
     group = parser.add_argument_group('model')
     group.add_argument('--model', default='exp48_decoder26', choices=sorted(VARIANTS),
@@ -113,8 +113,8 @@ def build_segmenter(args: argparse.Namespace, label_set: str, network_size: Tupl
                     log: Callable[[str], None] = print):
     """Load the backend the parsed model options describe and wrap it in a Segmenter."""
     from regseg_ros.backends import BackendConfig, create_backend
-    from regseg_ros.errors import RegsegError
-    from regseg_ros.labels import get_label_set
+    from regseg_ros.core.errors import RegsegError
+    from regseg_ros.core.labels import get_label_set
     from regseg_ros.segmenter import Segmenter
     if not args.weights and not args.allow_untrained:
         raise RegsegError(

@@ -27,9 +27,9 @@ import shutil
 import sys
 from typing import Optional, Sequence
 
-from regseg_ros.cli import ArgumentParser, err, RUNTIME_ERROR
+from regseg_ros.tools.cli import ArgumentParser, err, RUNTIME_ERROR
 
-SAMPLE_DIR = Path(__file__).resolve().parent / 'data' / 'sample'
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / 'data' / 'sample'
 TOPIC = '/cam/image_raw'
 START_NS = 1_700_000_000 * 10**9
 PERIOD_NS = 100_000_000  # 10 Hz
@@ -43,7 +43,7 @@ def write_sample_bag(out: Path, storage: str = 'mcap', raw: bool = False,
     from rosbags.rosbag2 import StoragePlugin
     from regseg_ros.bag_io import BagWriter
     from rosbags.typesys import get_typestore, Stores
-    from regseg_ros.errors import RegsegError
+    from regseg_ros.core.errors import RegsegError
 
     files = sorted(Path(frames_dir).glob('*.jpg'))
     if not files:
@@ -97,7 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f'write rgb8 sensor_msgs/Image frames on {TOPIC} instead of JPEG '
                         f'CompressedImage frames on {TOPIC}/compressed')
     args = parser.parse_args(argv)
-    from regseg_ros.errors import RegsegError
+    from regseg_ros.core.errors import RegsegError
     try:
         count = write_sample_bag(args.output, args.storage, args.raw)
     except (RegsegError, OSError) as exc:

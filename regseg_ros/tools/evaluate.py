@@ -60,12 +60,12 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import cv2
 import numpy as np
-from regseg_ros.cli import add_model_arguments, ArgumentParser, build_segmenter, format_size
-from regseg_ros.errors import RegsegError
-from regseg_ros.imaging import png_size
-from regseg_ros.labels import (CAMVID, camvid_segnet_lut, CAMVID_SEGNET_UNLABELLED, get_label_set,
-                               IGNORE_ID, LABEL_SETS, LabelSet)
-from regseg_ros.progress import Progress
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.imaging import png_size
+from regseg_ros.core.labels import (CAMVID, camvid_segnet_lut, CAMVID_SEGNET_UNLABELLED,
+                                    get_label_set, IGNORE_ID, LABEL_SETS, LabelSet)
+from regseg_ros.tools.cli import add_model_arguments, ArgumentParser, build_segmenter, format_size
+from regseg_ros.tools.progress import Progress
 
 LAYOUTS = ('cityscapes', 'camvid', 'camvid_segnet')
 DEFAULT_SPLIT = {'cityscapes': 'val', 'camvid': 'test', 'camvid_segnet': 'test'}

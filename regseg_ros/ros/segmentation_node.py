@@ -40,12 +40,12 @@ from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from regseg_ros.backends import (
     BackendConfig, CHOICES as BACKEND_CHOICES, create_backend, OPTIONS)
-from regseg_ros.errors import RegsegError
-from regseg_ros.imaging import decode_compressed, decode_image, DEFAULT_MAX_INPUT_PIXELS
-from regseg_ros.labels import get_label_set, LABEL_SETS
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.imaging import decode_compressed, decode_image, DEFAULT_MAX_INPUT_PIXELS
+from regseg_ros.core.labels import get_label_set, LABEL_SETS
+from regseg_ros.core.stats import RateWindow, SampleWindow
 from regseg_ros.model import VARIANTS
 from regseg_ros.segmenter import OUTPUTS, RESOLUTIONS, Segmenter
-from regseg_ros.stats import RateWindow, SampleWindow
 from sensor_msgs.msg import CompressedImage, Image
 
 OUTPUT_ENCODINGS = {'labels': 'mono8', 'drivable_mask': 'mono8', 'color': 'rgb8',

@@ -46,13 +46,13 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
-from regseg_ros.cli import (
-    add_model_arguments, ArgumentParser, build_segmenter, err as _err, format_size)
-from regseg_ros.errors import RegsegError
-from regseg_ros.imaging import (
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.imaging import (
     blend, colorize, decode_compressed, decode_image, DEFAULT_MAX_INPUT_PIXELS, resize_rgb)
-from regseg_ros.progress import Progress
 from regseg_ros.segmenter import Segmenter
+from regseg_ros.tools.cli import (
+    add_model_arguments, ArgumentParser, build_segmenter, err as _err, format_size)
+from regseg_ros.tools.progress import Progress
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'

@@ -39,16 +39,16 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from regseg_ros.cli import parse_size
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.tools.cli import parse_size
 
-SAMPLE_FRAME = Path(__file__).resolve().parent / 'data' / 'sample' / 'frame_000.jpg'
+SAMPLE_FRAME = Path(__file__).resolve().parent.parent / 'data' / 'sample' / 'frame_000.jpg'
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
     from regseg_ros.backends import CHOICES
-    from regseg_ros.labels import LABEL_SETS
+    from regseg_ros.core.labels import LABEL_SETS
     from regseg_ros.model import VARIANTS
     parser = argparse.ArgumentParser(prog='benchmark', description='Time a RegSeg backend.')
     parser.add_argument('--backend', default='torch', choices=CHOICES,
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, objec
     """Load the backend, warm up, time both paths; return the report as a dict."""
     import torch
     from regseg_ros.backends import BackendConfig, create_backend
-    from regseg_ros.labels import get_label_set
+    from regseg_ros.core.labels import get_label_set
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')

@@ -37,10 +37,10 @@ from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
-from regseg_ros.cli import ArgumentParser, err, format_size, parse_size, positive
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.tools.cli import ArgumentParser, err, format_size, parse_size, positive
 
-SAMPLE_DIR = Path(__file__).resolve().parent / 'data' / 'sample'
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / 'data' / 'sample'
 OUTPUTS = ('overlay', 'labels', 'drivable_mask')
 WARMUP_SEQ = 999_999  # frame index of the warm-up frame (stamp microseconds)
 DEFAULT_CHECKPOINT = 'cityscapes_exp48_trainval'
@@ -53,7 +53,7 @@ RANDOM_BANNER = ('RANDOM WEIGHTS (untrained): these labels are meaningless', HOW
 
 def fastdds_profile() -> Optional[Path]:
     """Find the shipped Fast DDS loopback profile (installed share/ or the source tree)."""
-    candidates = [Path(__file__).resolve().parent.parent / 'config' / 'fastdds_loopback.xml']
+    candidates = [Path(__file__).resolve().parents[2] / 'config' / 'fastdds_loopback.xml']
     try:
         from ament_index_python.packages import get_package_share_directory
         candidates.insert(0, Path(get_package_share_directory('regseg_ros')) / 'config' /

@@ -34,13 +34,13 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from regseg_ros.cli import format_size, parse_size
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.tools.cli import format_size, parse_size
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
-    from regseg_ros.labels import LABEL_SETS
+    from regseg_ros.core.labels import LABEL_SETS
     from regseg_ros.model import VARIANTS
     parser = argparse.ArgumentParser(
         prog='build_engine', description='Build (or find in the cache) the TensorRT engine of '
@@ -93,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from regseg_ros.backends.trt_build import import_tensorrt
         trt = import_tensorrt()  # before loading any weights: fail fast and clearly
         from regseg_ros.backends import BackendConfig, create_backend
-        from regseg_ros.labels import get_label_set
+        from regseg_ros.core.labels import get_label_set
         options = {'workspace_mb': args.workspace_mb,
                    'int8_calibration_dir': args.int8_calibration_dir,
                    'timing_cache': args.timing_cache}

@@ -17,14 +17,14 @@ Camera buffers to RGB arrays and label images to RViz images; no rclpy needed.
 
 The decoders take the fields of ``sensor_msgs/Image`` and ``CompressedImage`` as plain values, so
 the node, the bag tool and the tests share them. Every malformed input raises
-:class:`~regseg_ros.errors.RegsegError` naming what disagrees.
+:class:`~regseg_ros.core.errors.RegsegError` naming what disagrees.
 """
 
 from typing import Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
 
 
 def _plain(channels: int, dtype, convert: Callable[[np.ndarray], np.ndarray]):

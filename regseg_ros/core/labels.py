@@ -19,7 +19,7 @@ from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
 
 IGNORE_ID = 255
 

@@ -35,7 +35,7 @@ import tempfile
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from regseg_ros.backends import CHOICES as BACKEND_CHOICES
-from regseg_ros.errors import RegsegError
+from regseg_ros.core.errors import RegsegError
 
 PACKAGE = 'regseg_ros'
 EXECUTABLE = 'segmentation_node'
