@@ -132,17 +132,16 @@ class Settings:
     def __init__(self, node, prefix: str, label_set: LabelSet):
         def get(name):
             return value(node, prefix + name)
+        self.grid = GridSpec(get('grid_resolution'), get('grid_forward'), get('grid_back'),
+                             get('grid_left'), get('grid_right'), get('ground_height'))
         try:
-            self.grid = GridSpec(get('grid_resolution'), get('grid_forward'), get('grid_back'),
-                                 get('grid_left'), get('grid_right'), get('ground_height'))
             obstacles = [c for c in get('obstacle_classes') if c]
             self.semantics = Semantics.from_names(label_set, get('drivable_classes'),
                                                   obstacles, get('min_confidence'))
-            self.scan = VirtualScan(self.grid, get('scan_angle_increment'), get('max_range'))
         except RegsegError as exc:
-            raise RegsegError(f'{exc} (parameters {prefix}grid_*, {prefix}drivable_classes, '
-                              f'{prefix}obstacle_classes, {prefix}min_confidence, '
-                              f'{prefix}max_range, {prefix}scan_angle_increment)') from None
+            raise RegsegError(f'{exc} (parameters {prefix}drivable_classes, '
+                              f'{prefix}obstacle_classes, {prefix}min_confidence)') from None
+        self.scan = VirtualScan(self.grid, get('scan_angle_increment'), get('max_range'))
         self.base_frame = get('base_frame')
         if not self.base_frame:
             raise RegsegError(f'{prefix}base_frame is empty: name the vehicle frame, e.g. '
@@ -276,7 +275,10 @@ class CameraSource:
             raise RegsegError(f'{prefix}K has {len(self.overrides["K"])} values: give 9 '
                               '(row-major 3x3) or leave it unset')
         pose = value(node, prefix + 'pose') or []
-        self.param_pose = CameraPose.from_params(pose, name) if pose else None
+        try:
+            self.param_pose = CameraPose.from_params(pose, name) if pose else None
+        except RegsegError as exc:
+            raise RegsegError(f'parameter {prefix}pose: {exc}') from None
         self._pose: Optional[CameraPose] = None
         self.mapper = CameraMapper(settings.grid, settings.semantics, settings.max_range)
         self.camera_info_topic = camera_info_topic

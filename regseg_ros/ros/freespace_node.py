@@ -1,0 +1,305 @@
+# Copyright 2026 regseg_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The ``freespace`` node: several cameras' labels in; one fused grid and virtual scan out.
+
+Per camera NAME (parameter ``cameras``) it subscribes to ``NAME.labels_topic`` (mono8 class
+ids from a regseg node), ``NAME.camera_info_topic`` and, with ``min_confidence`` > 0,
+``NAME.confidence_topic``; the pose comes from ``NAME.pose`` or tf2. Each camera's newest mask
+no older than ``max_age`` is fused: occupied where any camera says occupied, else free where
+any says free, else unknown. Outputs in ``base_frame``: ``~/freespace_grid``
+(nav_msgs/OccupancyGrid), ``~/freespace_scan`` (sensor_msgs/LaserScan) and optionally
+``~/freespace_points`` (sensor_msgs/PointCloud2).
+"""
+
+import sys
+import time
+from typing import Dict, List, Optional
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import (
+    InvalidParameterTypeException, InvalidTopicNameException, ParameterException)
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.labels import get_label_set, LABEL_SETS
+from regseg_ros.core.stats import SampleWindow
+from regseg_ros.ros.freespace_ros import (
+    CameraSource, declare, declare_camera_params, declare_global_params, GridPublisher,
+    make_tf_buffer, Problem, Settings, stamp_ns, Throttle, value)
+from sensor_msgs.msg import Image
+
+CONFIG_ERROR = 2   # start-up configuration error: launch files do not respawn on it
+FUSION_PARAMS = (
+    ('label_set', 'cityscapes', f'Classes of the labels (one of: {", ".join(LABEL_SETS)})'),
+    ('max_age', 0.5, "A camera's newest mask older than this (s) drops out of the fusion"),
+    ('publish_rate', 0.0, 'Publish at this rate in Hz; 0 = on every new mask'),
+)
+
+
+class StartupError(Exception):
+    """A configuration error at start-up."""
+
+
+class Camera:
+    """What the node keeps of one camera: its source, newest cells and counters."""
+
+    def __init__(self, source: CameraSource):
+        self.source = source
+        self.cells = None
+        self.stamp = None          # builtin_interfaces/Time of the newest used mask
+        self.received_at = None    # steady time of its arrival
+        self.fresh = False
+        self.counts = {'masks': 0, 'stale_dropouts': 0}
+        self.pending_labels = None
+        self.pending_confidence = None
+
+
+class FreespaceNode(Node):
+    """Fuse several cameras' label images into a bird's-eye grid and a virtual scan."""
+
+    def __init__(self, tf_buffer=None, **kwargs):
+        super().__init__('freespace', **kwargs)
+        try:
+            self._setup(tf_buffer)
+        except (RegsegError, ParameterException, InvalidParameterTypeException,
+                InvalidTopicNameException) as exc:
+            raise StartupError(str(exc)) from None
+        self.throttle = Throttle(self.get_logger())
+        self.published = 0
+        self._update_time = SampleWindow()
+        self._newest_stamp = None
+        if self.publish_rate > 0:
+            self.create_timer(1.0 / self.publish_rate, self._publish)
+        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(1.0, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f'fusing {len(self.cameras)} cameras ({", ".join(self.cameras)}) into a '
+            f'{self.settings.grid.width}x{self.settings.grid.height} grid at '
+            f'{self.settings.grid.resolution} m in {self.settings.base_frame}; outputs under '
+            f'{self.get_fully_qualified_name()}/')
+
+    def _setup(self, tf_buffer) -> None:
+        for name, default, doc in FUSION_PARAMS:
+            declare(self, name, default, doc)
+        self.declare_parameter('cameras', Parameter.Type.STRING_ARRAY, ParameterDescriptor(
+            description='Camera names, e.g. [front, left, right, rear]'))
+        names = [str(n).strip() for n in (value(self, 'cameras') or [])]
+        if not names or not all(names):
+            raise RegsegError('cameras is empty: name the cameras, e.g. '
+                              "-p cameras:='[front, rear]'")
+        if len(set(names)) != len(names):
+            raise RegsegError(f'cameras {names} names a camera twice')
+        label_set = get_label_set(value(self, 'label_set'))
+        declare_global_params(self, '', label_set)
+        self.settings = Settings(self, '', label_set)
+        self.max_age = float(value(self, 'max_age'))
+        self.publish_rate = float(value(self, 'publish_rate'))
+        if not self.max_age > 0:
+            raise RegsegError(f'max_age {self.max_age} must be positive (seconds, e.g. 0.5)')
+        if self.publish_rate < 0:
+            raise RegsegError(f'publish_rate {self.publish_rate} must be >= 0 (0 = on every '
+                              'new mask)')
+        self.use_confidence = self.settings.semantics.min_confidence > 0
+        for name in names:
+            declare_camera_params(self, f'{name}.')
+            for topic, default in (('labels_topic', f'/{name}/regseg/labels'),
+                                   ('confidence_topic', f'/{name}/regseg/confidence'),
+                                   ('camera_info_topic', f'/{name}/camera_info')):
+                declare(self, f'{name}.{topic}', default, f'{name}: {topic}')
+        if tf_buffer is None and any(not value(self, f'{n}.pose') for n in names):
+            tf_buffer = make_tf_buffer(self)
+            if tf_buffer is None:
+                self.get_logger().warning(
+                    'tf2_ros is not installed: cameras without a pose parameter are left out')
+        self.cameras: Dict[str, Camera] = {}
+        self.publisher = GridPublisher(self, self.settings)
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        for name in names:
+            source = CameraSource(self, name, f'{name}.',
+                                  value(self, f'{name}.camera_info_topic'), self.settings,
+                                  tf_buffer)
+            self.cameras[name] = Camera(source)
+            self.create_subscription(Image, value(self, f'{name}.labels_topic'),
+                                     lambda msg, n=name: self._on_labels(n, msg), qos)
+            if self.use_confidence:
+                self.create_subscription(Image, value(self, f'{name}.confidence_topic'),
+                                         lambda msg, n=name: self._on_confidence(n, msg), qos)
+
+    # -- masks --------------------------------------------------------------------------------
+
+    def _on_labels(self, name: str, msg: Image) -> None:
+        cam = self.cameras[name]
+        cam.counts['masks'] += 1
+        cam.pending_labels = msg
+        self._consume(cam)
+
+    def _on_confidence(self, name: str, msg: Image) -> None:
+        cam = self.cameras[name]
+        cam.pending_confidence = msg
+        self._consume(cam)
+
+    def _consume(self, cam: Camera) -> None:
+        labels, conf = cam.pending_labels, cam.pending_confidence
+        if labels is None:
+            return
+        if self.use_confidence:
+            if conf is None or stamp_ns(conf.header.stamp) != stamp_ns(labels.header.stamp):
+                return   # wait for the confidence image of the same frame
+        cam.pending_labels = cam.pending_confidence = None
+        t0 = time.monotonic()
+        try:
+            cells = cam.source.cells(labels, conf)
+        except Problem as problem:
+            cam.source.count(problem)
+            self.throttle.warn(f'{cam.source.name}/{problem.kind}',
+                               f'{problem}; camera {cam.source.name!r} left out')
+            return
+        self._update_time.add(time.monotonic() - t0)
+        cam.cells, cam.stamp, cam.received_at = cells, labels.header.stamp, time.monotonic()
+        if self.publish_rate == 0:
+            self._publish()
+
+    def _fresh(self) -> List[Camera]:
+        """Cameras whose newest mask arrived within max_age and is within max_age of the newest."""
+        now = time.monotonic()
+        stamps = [stamp_ns(c.stamp) for c in self.cameras.values() if c.stamp is not None]
+        newest = max(stamps) if stamps else 0
+        fresh = []
+        for name, cam in self.cameras.items():
+            if cam.cells is None:
+                continue
+            age = now - cam.received_at
+            lag = (newest - stamp_ns(cam.stamp)) / 1e9
+            ok = age <= self.max_age and lag <= self.max_age
+            if not ok and cam.fresh:
+                cam.counts['stale_dropouts'] += 1
+            if not ok:
+                self.throttle.warn(f'{name}/stale', (
+                    f'camera {name!r}: newest mask arrived {age:.2f} s ago and is {lag:.2f} s '
+                    f"older than the newest camera's (max_age {self.max_age} s): left out"))
+            cam.fresh = ok
+            if ok:
+                fresh.append(cam)
+        return fresh
+
+    def _publish(self) -> None:
+        fresh = self._fresh()
+        if not fresh:
+            return
+        stamp = max((c.stamp for c in fresh), key=stamp_ns)
+        self.publisher.publish(stamp, [c.cells for c in fresh])
+        self.published += 1
+
+    # -- diagnostics --------------------------------------------------------------------------
+
+    def diagnostic_statuses(self) -> List[DiagnosticStatus]:
+        """One status for the fusion, one per camera."""
+        fqn = self.get_fully_qualified_name()
+        self._fresh()
+        fresh = [n for n, c in self.cameras.items() if c.fresh]
+        level = DiagnosticStatus.OK if fresh else DiagnosticStatus.ERROR
+        message = (f'fusing {len(fresh)} of {len(self.cameras)} cameras' if fresh
+                   else 'no camera has a fresh mask')
+        statuses = [DiagnosticStatus(
+            level=level, name=f'{fqn}: freespace', message=message, hardware_id='freespace',
+            values=[KeyValue(key='published', value=str(self.published)),
+                    KeyValue(key='fresh_cameras', value=','.join(fresh)),
+                    KeyValue(key='update_ms_mean',
+                             value=f'{self._update_time.mean() * 1e3:.2f}')])]
+        for name, cam in self.cameras.items():
+            counts = dict(cam.counts, **cam.source.counts)
+            if cam.fresh:
+                lvl, msg = DiagnosticStatus.OK, 'fresh'
+            elif cam.source.last_problem and cam.cells is None:
+                lvl, msg = DiagnosticStatus.WARN, cam.source.last_problem
+            elif cam.cells is None:
+                lvl, msg = DiagnosticStatus.WARN, 'no mask yet'
+            else:
+                lvl, msg = DiagnosticStatus.WARN, f'stale (max_age {self.max_age} s)'
+            values = [KeyValue(key=k, value=str(v)) for k, v in counts.items()]
+            values += [KeyValue(key='fresh', value=str(cam.fresh)),
+                       KeyValue(key='lookup_builds', value=str(cam.source.mapper.builds)),
+                       KeyValue(key='last_problem', value=cam.source.last_problem)]
+            statuses.append(DiagnosticStatus(level=lvl, name=f'{fqn}: camera {name}',
+                                             message=msg, hardware_id=name, values=values))
+        return statuses
+
+    def _publish_diagnostics(self) -> None:
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = self.diagnostic_statuses()
+        self.diagnostics.publish(array)
+
+
+def usage() -> str:
+    """Return ``--help`` text."""
+    return '\n'.join([
+        "usage: ros2 run regseg_ros freespace_node --ros-args -p cameras:='[front, rear]' "
+        '[-p NAME:=VALUE --params-file FILE ...]',
+        '',
+        'Fuses the label images of several regseg nodes into ~/freespace_grid '
+        '(nav_msgs/OccupancyGrid),',
+        '~/freespace_scan (sensor_msgs/LaserScan) and optionally ~/freespace_points, in '
+        'base_frame. Exit status 2 on a',
+        'configuration error at start-up (one FATAL line says why). Parameters: '
+        'config/freespace.yaml lists them.',
+    ])
+
+
+def _fatal(logger, reason: str) -> int:
+    logger.fatal(f'cannot start: {reason}')
+    return CONFIG_ERROR
+
+
+def main(args=None) -> int:
+    """Run the node until SIGINT/SIGTERM (exit 0) or a start-up configuration error (exit 2)."""
+    argv = list(sys.argv if args is None else args)
+    user_args = argv[1:argv.index('--ros-args')] if '--ros-args' in argv else argv[1:]
+    if '-h' in user_args or '--help' in user_args:
+        print(usage())
+        return 0
+    logger = rclpy.logging.get_logger('freespace')
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # noqa: B902 rcl's own errors: a bad params file, a bad remap
+        return _fatal(logger, ' '.join(str(exc).split()))
+    node: Optional[FreespaceNode] = None
+    code = 0
+    try:
+        node = FreespaceNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StartupError as exc:
+        code = _fatal(logger, str(exc))
+    except Exception:  # noqa: B902 SIGTERM under the executor's wait: a clean stop
+        if rclpy.ok():
+            raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())
