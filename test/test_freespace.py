@@ -17,7 +17,7 @@
 import math
 
 from freespace_scenes import (
-    BOX_MIN, box_hit, CAR, cv_project, fisheye_camera, in_road, pinhole_camera, render, ROAD,
+    box_hit, BOX_MIN, CAR, cv_project, fisheye_camera, in_road, pinhole_camera, render, ROAD,
     SKY, TERRAIN)
 import numpy as np
 import pytest

@@ -85,7 +85,8 @@ def test_scaled_camera_sees_the_same_point_at_the_scaled_pixel():
     ({'width': 0}, 'image size 0x480'),
 ])
 def test_bad_intrinsics_raise_naming_the_camera(kwargs, expected):
-    args = dict(K=K, D=(), distortion_model='plumb_bob', width=640, height=480, name='left')
+    args = {'K': K, 'D': (), 'distortion_model': 'plumb_bob', 'width': 640, 'height': 480,
+            'name': 'left'}
     args.update(kwargs)
     with pytest.raises(RegsegError, match="camera 'left'") as info:
         CameraModel(**args)
