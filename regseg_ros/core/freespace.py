@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import math
 from typing import Iterable, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from regseg_ros.core.errors import RegsegError
@@ -42,7 +43,8 @@ DEFAULT_OBSTACLES = {
                    'wall', 'fence', 'pole'),
     'camvid': ('Car', 'Pedestrian', 'Bicyclist', 'Fence', 'Column_Pole'),
 }
-_ROW_CHUNK = 32
+_ROW_CHUNK = 255                   # rows per boundary-scan step (uint8 ranks)
+_FIRST_CHUNK = 64                  # the first step: most columns stop near the bottom
 
 
 def default_obstacles(label_set: LabelSet) -> Tuple[str, ...]:
@@ -79,6 +81,10 @@ class Semantics:
         obs[list(o_ids)] = True
         return cls(drv, obs, float(min_confidence))
 
+    @property
+    def _stop_lut(self) -> np.ndarray:
+        return (~self.drivable).astype(np.uint8)
+
     def boundary(self, labels: np.ndarray,
                  confidence: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """
@@ -100,22 +106,25 @@ class Semantics:
                 raise RegsegError(f'confidence is {confidence.shape[1::-1]} but labels are '
                                   f'{w}x{h}: publish both at the same size')
             low = np.uint8(min(255, math.ceil(self.min_confidence * 255.0)))
-        row = np.full(w, -1, np.int32)
+        row = np.full(w, -1, np.int16 if h < 32768 else np.int32)
         todo = np.ones(w, bool)
-        bottom = h
-        while bottom > 0 and todo.any():
-            top = max(0, bottom - _ROW_CHUNK)
-            block = labels[top:bottom]
-            stop = ~self.drivable[block]
+        stop_lut = self._stop_lut
+        bottom, chunk = h, _FIRST_CHUNK
+        while bottom > 0:
+            top = max(0, bottom - chunk)
+            n = bottom - top
+            # 1 where the drivable run stops (cv2.LUT: ~50x faster than numpy fancy indexing)
+            stop = cv2.LUT(np.ascontiguousarray(labels[top:bottom]), stop_lut)
             if low is not None:
                 stop |= confidence[top:bottom] < low
-            stop_rev = stop[::-1]
-            hit = stop_rev.any(axis=0) & todo
-            if hit.any():
-                first = stop_rev.argmax(axis=0)
-                row[hit] = bottom - 1 - first[hit]
-                todo &= ~hit
-            bottom = top
+            # the bottom-most stopping pixel of each column in this chunk: its rank 1..n
+            rank = (stop * np.arange(1, n + 1, dtype=np.uint8)[:, None]).max(axis=0)
+            hit = todo & (rank > 0)
+            row[hit] = top + rank[hit].astype(row.dtype) - 1
+            todo &= ~hit
+            if not todo.any():
+                break
+            bottom, chunk = top, _ROW_CHUNK
         cols = np.nonzero(row >= 0)[0]
         obstacle = np.zeros(w, bool)
         cls_at = labels[row[cols], cols]
@@ -142,14 +151,16 @@ def camera_cells(lookup: CellLookup, semantics: Semantics, labels: np.ndarray,
         raise RegsegError(f'labels are {w}x{h} but the lookup was built for '
                           f'{lookup.width}x{lookup.height}')
     row, obstacle = semantics.boundary(labels, confidence)
-    b = row[lookup.cols]
+    # One gather per cell: each column's boundary row and whether it is an obstacle.
+    code = np.take((row.astype(np.int32) << 1) | obstacle, lookup.cols)
+    b = code >> 1
     free = lookup.rows > b
-    contact = b.astype(np.float32) + np.float32(0.5)   # the bottom edge of the boundary pixel
-    lo = np.minimum(lookup.v_near, lookup.v_far)
-    hi = np.maximum(lookup.v_near, lookup.v_far)
-    occ = obstacle[lookup.cols] & (b >= 0) & (lo <= contact) & (contact < hi)
-    return CameraCells(free=lookup.cells[free & ~occ], occupied=lookup.cells[occ])
-
+    # occupied: an obstacle boundary whose ground contact lies in the cell's footprint
+    occ = (code & 1).astype(bool)
+    occ &= b >= lookup.b_lo
+    occ &= b <= lookup.b_hi
+    free &= ~occ
+    return CameraCells(free=lookup.cells[free], occupied=lookup.cells[occ])
 
 def fuse(grid: GridSpec, cameras: Sequence[CameraCells],
          out: Optional[np.ndarray] = None) -> np.ndarray:

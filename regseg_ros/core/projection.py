@@ -290,23 +290,24 @@ class CellLookup:
     """
     Which pixel sees each visible cell, built once per (camera, pose, grid).
 
-    ``cells``: flat grid indices of the cells the camera sees; ``pixels``: flat pixel index of
-    each one's centre; ``cols``: its image column; ``v_near``/``v_far``: image rows (continuous)
-    of the points half a cell nearer to and farther from the camera along the ground, which
-    bound the cell's footprint in its column.
+    ``cells``: flat grid indices (int32) of the cells the camera sees; ``pixels``: flat pixel
+    index of each one's centre, ``rows``/``cols`` its image row and column; ``b_lo``..``b_hi``:
+    the boundary rows whose ground contact (the bottom edge of the pixel, row + 0.5) falls
+    within the cell's footprint in its column (b_lo > b_hi: none).
     """
 
     cells: np.ndarray
     pixels: np.ndarray
     cols: np.ndarray
     rows: np.ndarray
-    v_near: np.ndarray
-    v_far: np.ndarray
+    b_lo: np.ndarray
+    b_hi: np.ndarray
     width: int
     height: int
 
     @property
     def size(self) -> int:
+        """Return the number of cells the camera sees."""
         return len(self.cells)
 
 
@@ -352,9 +353,13 @@ def build_lookup(camera: CameraModel, pose: CameraPose, grid: GridSpec,
     # Out of view: the footprint runs to the image edge (below) or up to the centre (above).
     v_near = np.where(ok_near, v_near, np.maximum(v + 0.5, camera.height - 0.5))
     v_far = np.where(ok_far, v_far, v)
-    cols = np.clip(np.rint(u), 0, camera.width - 1).astype(np.int32)
-    rows = np.clip(np.rint(v), 0, camera.height - 1).astype(np.int32)
-    return CellLookup(cells=keep[idx].astype(np.int64), pixels=rows * camera.width + cols,
-                      cols=cols, rows=rows, v_near=v_near.astype(np.float32),
-                      v_far=v_far.astype(np.float32), width=camera.width,
-                      height=camera.height)
+    cols = np.clip(np.rint(u), 0, camera.width - 1).astype(np.intp)
+    rows = np.clip(np.rint(v), 0, camera.height - 1)
+    lo, hi = np.minimum(v_near, v_far), np.maximum(v_near, v_far)
+    # lo <= b + 0.5 < hi  <=>  ceil(lo - 0.5) <= b <= ceil(hi - 0.5) - 1, and b >= 0
+    b_lo = np.maximum(np.ceil(lo - 0.5), 0)
+    b_hi = np.ceil(hi - 0.5) - 1
+    return CellLookup(cells=keep[idx].astype(np.int32), pixels=rows.astype(np.int64)
+                      * camera.width + cols, cols=cols, rows=rows.astype(np.int32),
+                      b_lo=b_lo.astype(np.int32), b_hi=np.maximum(b_hi, -1).astype(np.int32),
+                      width=camera.width, height=camera.height)
