@@ -45,7 +45,11 @@ OPTIONS = {
     'workspace_mb': 'tensorrt',
     'int8_calibration_dir': 'tensorrt',
     'timing_cache': 'tensorrt',
+    'exact_batch': 'torch',
 }
+# Options every backend reads: the largest batch ``infer`` gets (TensorRT builds its engine's
+# optimisation profile for batch 1..max_batch).
+SHARED_OPTIONS = ('max_batch',)
 
 
 def default_log() -> Log:
@@ -91,12 +95,23 @@ def resolve_auto(config: BackendConfig, cuda_available: Optional[bool] = None,
         f'used: {detail}')
 
 
+def max_batch_option(options: Mapping[str, object]) -> int:
+    """Return the ``max_batch`` option (default 1), or raise naming a bad value."""
+    value = options.get('max_batch', 1)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise RegsegError(f'option max_batch is {value!r}: set it to a whole number from 1 to 64')
+    return value
+
+
 def check_options(name: str, options: Mapping[str, object], log: Log) -> None:
     """Reject unknown option keys; log (never silently drop) keys of another backend."""
     for key in options:
+        if key in SHARED_OPTIONS:
+            continue
         owner = OPTIONS.get(key)
         if owner is None:
-            raise RegsegError(f'backend option {key!r} is unknown: use one of {sorted(OPTIONS)}')
+            raise RegsegError(f'backend option {key!r} is unknown: use one of '
+                              f'{sorted(OPTIONS) + list(SHARED_OPTIONS)}')
         if owner != name:
             log(f'backend option {key!r} applies to backend {owner!r} only: ignored by {name!r}')
 
@@ -133,4 +148,5 @@ def create_backend(name: str, config: BackendConfig, log: Optional[Log] = None) 
 
 
 __all__ = ['Backend', 'BackendConfig', 'BACKENDS', 'CHOICES', 'OPTIONS', 'Prediction',
+           'SHARED_OPTIONS', 'max_batch_option',
            'create_backend', 'default_log', 'resolve_auto']

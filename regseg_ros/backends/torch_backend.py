@@ -17,6 +17,14 @@ PyTorch backend: CPU (channels_last, folded BatchNorm) and CUDA (fp16, cudnn aut
 
 On CUDA, ``options['cuda_graph']`` captures the network for the fixed input shape once and
 replays it per frame, which removes the per-layer launch overhead (most useful on Jetson).
+
+Frames are batched at the network size (each is resized first, so cameras of different
+resolutions share a batch). On the CPU, oneDNN picks other convolution kernels for batch N
+than for batch 1, and the logits then differ in the last bits (measured: up to 7.5e-9 with
+torch 2.13, channels_last); a label on an exact tie could flip. With ``options['exact_batch']``
+(the default) :meth:`TorchBackend.load` checks this once for ``max_batch`` frames and, when the
+results differ, runs the network frame by frame (pre- and post-processing stay batched), so a
+frame's labels never depend on the other frames in its batch.
 """
 
 import re
@@ -24,7 +32,7 @@ import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from regseg_ros.backends import default_log
+from regseg_ros.backends import default_log, max_batch_option
 from regseg_ros.backends.base import Backend, BackendConfig, Prediction
 from regseg_ros.backends.postprocess import upsample_argmax
 from regseg_ros.core.errors import RegsegError
@@ -144,7 +152,7 @@ class TorchBackend(Backend):
     """RegSeg in PyTorch eager mode, tuned per device; optionally a CUDA graph on the GPU."""
 
     name = 'torch'
-    options = ('cuda_graph',)
+    options = ('cuda_graph', 'exact_batch')
 
     def __init__(self, config: BackendConfig, log: Optional[Callable[[str], None]] = None):
         super().__init__(config)
@@ -152,6 +160,8 @@ class TorchBackend(Backend):
         self.device = None
         self._graph = None
         self._bench_input = None
+        self.per_sample = False   # run the network frame by frame (see exact_batch)
+        self.max_batch = 1
 
     def load(self) -> None:
         cfg = self.config
@@ -164,8 +174,11 @@ class TorchBackend(Backend):
                 "precision 'fp16' needs a CUDA device: set precision to fp32 for device "
                 f'{cfg.device!r}')
         cuda_graph = cfg.options.get('cuda_graph', False)
-        if not isinstance(cuda_graph, bool):
-            raise RegsegError(f'option cuda_graph is {cuda_graph!r}: set it to true or false')
+        exact = cfg.options.get('exact_batch', True)
+        for key, value in (('cuda_graph', cuda_graph), ('exact_batch', exact)):
+            if not isinstance(value, bool):
+                raise RegsegError(f'option {key} is {value!r}: set it to true or false')
+        self.max_batch = max_batch_option(cfg.options)
         self.dtype = PRECISIONS[cfg.precision]
         model = fold_batchnorm(load_regseg(cfg))
         self.model = model.to(self.device, self.dtype, memory_format=torch.channels_last)
@@ -176,6 +189,23 @@ class TorchBackend(Backend):
             self.log(f'option cuda_graph ignored: it needs a CUDA device, not {cfg.device!r}')
         elif cuda_graph:
             self._graph = self._capture_graph()
+        if exact and self.device.type == 'cpu' and self.max_batch > 1:
+            self.per_sample = not self.batch_is_exact(self.max_batch)
+            self.log(f'exact_batch: batch {self.max_batch} logits are '
+                     + ('not bit-equal to batch 1 on this CPU: the network runs frame by frame '
+                        '(set exact_batch false to batch it, faster)' if self.per_sample
+                        else 'bit-equal to batch 1: batching'))
+
+    @torch.inference_mode()
+    def batch_is_exact(self, batch: int) -> bool:
+        """Return whether ``batch`` frames at once give bit-equal logits to one at a time."""
+        h, w = self.config.input_size
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 3, h, w, generator=gen).to(self.device, self.dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        together = self.model.forward_quarter(x)
+        alone = torch.cat([self.model.forward_quarter(x[i:i + 1]) for i in range(batch)])
+        return bool(torch.equal(together, alone))
 
     @torch.inference_mode()
     def _capture_graph(self):
@@ -218,6 +248,8 @@ class TorchBackend(Backend):
             static_in.copy_(x)
             graph.replay()
             return static_out  # overwritten by the next replay: used up before infer returns
+        if self.per_sample and x.shape[0] > 1:
+            return torch.cat([self.model.forward_quarter(x[i:i + 1]) for i in range(len(x))])
         return self.model.forward_quarter(x)
 
     @torch.inference_mode()
@@ -277,6 +309,9 @@ class TorchBackend(Backend):
             info['cuda_graph'] = str(self._graph is not None).lower()
         else:
             info['threads'] = str(torch.get_num_threads())
+        if self.max_batch > 1:
+            info['max_batch'] = str(self.max_batch)
+            info['batch_forward'] = 'per_frame' if self.per_sample else 'batched'
         return info
 
     def close(self) -> None:

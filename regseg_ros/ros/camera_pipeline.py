@@ -1,0 +1,297 @@
+# Copyright 2026 regseg_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+One camera's path through a node, and the worker that segments the cameras' frames in batches.
+
+:class:`CameraPipeline` holds what belongs to one camera: its subscription, the newest-frame
+slot, decoding, its publishers, counters and diagnostics. :class:`BatchWorker` waits for fresh
+frames, takes the newest frame of every camera that has one (up to ``max_batch``), segments
+them as one batch and hands each camera its own results. The ``regseg`` node is one pipeline
+with batch 1; ``multi_camera_node`` is N pipelines sharing one worker and one model.
+"""
+
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.imaging import decode_compressed, decode_image
+from regseg_ros.core.stats import RateWindow, SampleWindow
+from regseg_ros.segmenter import OUTPUTS, Segmenter
+from sensor_msgs.msg import CompressedImage, Image
+
+OUTPUT_ENCODINGS = {'labels': 'mono8', 'drivable_mask': 'mono8', 'color': 'rgb8',
+                    'overlay': 'rgb8', 'confidence': 'mono8'}
+THROTTLE_S = 5.0
+COUNTERS = ('received', 'processed', 'dropped', 'rejected', 'errors', 'idle')
+
+
+def image_msg(header, array, encoding: str) -> Image:
+    """Wrap a uint8 (H, W) or (H, W, 3) array as a ``sensor_msgs/Image`` with ``header``."""
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = array.shape[:2]
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = array.shape[1] * (array.shape[2] if array.ndim == 3 else 1)
+    msg.data = array.tobytes()
+    return msg
+
+
+class CameraPipeline:
+    """
+    One camera: subscription, newest-frame slot, decode, publishers, counters, diagnostics.
+
+    ``outputs`` maps each output name to its topic (``~/labels`` or ``/front/regseg/labels``).
+    The slot and counters are guarded by the worker's condition ``cond``.
+    """
+
+    def __init__(self, node, name: str, topic: str, transport: str, outputs: Dict[str, str],
+                 in_qos, out_qos, cond: threading.Condition, settings: Dict[str, object]):
+        self.node = node
+        self.name = name
+        self.topic = topic
+        self._cond = cond
+        self._settings = settings
+        self.publishers = {out: node.create_publisher(Image, outputs[out], out_qos)
+                           for out in OUTPUTS}
+        msg_type = CompressedImage if transport == 'compressed' else Image
+        self.subscription = node.create_subscription(msg_type, topic, self.offer, in_qos)
+        self.pending: Optional[Tuple[object, float]] = None
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self._in_rate, self._out_rate = RateWindow(), RateWindow()
+        self._latency = SampleWindow()
+        self._infer_time = SampleWindow()
+        self._forward_time = SampleWindow()
+        self._stamp_age = SampleWindow()
+        self._batch = SampleWindow()
+        self._last_error = ''
+        self._last_rejected = False
+        self._reported: Dict[str, int] = {}
+        # Called after each frame's outputs are published: (header, labels, confidence).
+        self.on_published: Optional[Callable] = None
+
+    # -- frames (subscription thread) ---------------------------------------------------------
+    def offer(self, msg) -> None:
+        """Keep ``msg`` as the camera's newest frame; an unprocessed older one is dropped."""
+        now = time.monotonic()
+        with self._cond:
+            self.counts['received'] += 1
+            self._in_rate.add(now)
+            if self.pending is not None:
+                self.counts['dropped'] += 1
+            self.pending = (msg, now)
+            self._cond.notify()
+
+    def take(self) -> Optional[Tuple[object, float]]:
+        """Remove and return the pending (msg, received_at); call with the condition held."""
+        frame, self.pending = self.pending, None
+        return frame
+
+    # -- worker thread ------------------------------------------------------------------------
+    def wanted(self) -> set:
+        """Return the outputs somebody subscribes to (none: skip the frame, counted idle)."""
+        return {name for name, pub in self.publishers.items() if pub.get_subscription_count()}
+
+    def count(self, key: str) -> None:
+        with self._cond:
+            self.counts[key] += 1
+
+    def decode(self, msg, network_size):
+        """Return (rgb, (height, width)) of ``msg``, or None when rejected (counted, logged)."""
+        try:
+            # The same decode as segment_bag (a large JPEG at half size, decided by the network
+            # size alone): a frame gets the same labels live and offline.
+            if isinstance(msg, CompressedImage):
+                return decode_compressed(msg.format, msg.data,
+                                         self._settings['max_input_pixels'], network_size)
+            rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                               bool(msg.is_bigendian), self._settings['max_input_pixels'])
+            return rgb, rgb.shape[:2]
+        except RegsegError as exc:
+            with self._cond:
+                self.counts['rejected'] += 1
+                self._last_error = f'rejected frame: {exc}'
+                self._last_rejected = True
+            self.node.get_logger().warning(
+                f'{self._prefix()}rejected frame (stamp {msg.header.stamp.sec}.'
+                f'{msg.header.stamp.nanosec:09d}): {exc}', throttle_duration_sec=THROTTLE_S)
+            return None
+
+    def _prefix(self) -> str:
+        return f'camera {self.name}: ' if self.name else ''
+
+    def failed(self, error: str) -> None:
+        """Count an inference failure of this camera's frame."""
+        with self._cond:
+            self.counts['errors'] += 1
+            self._last_error = error
+
+    def publish(self, msg, result: Dict[str, object], received_at: float, infer_s: float,
+                forward_s: Optional[float], batch: int) -> None:
+        """Publish one frame's outputs with its header: the one place results leave the node."""
+        for name, array in result.items():
+            self.publishers[name].publish(image_msg(msg.header, array, OUTPUT_ENCODINGS[name]))
+        if self.on_published is not None:
+            self.on_published(msg.header, result.get('labels'), result.get('confidence'))
+        done = time.monotonic()
+        stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        with self._cond:
+            self._last_rejected = False
+            self.counts['processed'] += 1
+            self._out_rate.add(done)
+            self._infer_time.add(infer_s)
+            self._batch.add(batch)
+            if forward_s is not None:
+                self._forward_time.add(forward_s)
+            self._latency.add(done - received_at)
+            if stamp_ns:
+                self._stamp_age.add((self.node.get_clock().now().nanoseconds - stamp_ns) / 1e9)
+
+    # -- diagnostics --------------------------------------------------------------------------
+    def diagnostic_status(self, status_name: str, info: Dict[str, str],
+                          batched: bool = False) -> DiagnosticStatus:
+        """Summarise rates, latency and counters; the level is for what is new since last call."""
+        now = time.monotonic()
+        with self._cond:
+            counts = dict(self.counts)
+            values = {
+                'input_rate_hz': self._in_rate.rate(now),
+                'output_rate_hz': self._out_rate.rate(now),
+                'latency_ms_p50': self._latency.percentile(50) * 1e3,
+                'latency_ms_p95': self._latency.percentile(95) * 1e3,
+                'inference_ms_mean': self._infer_time.mean() * 1e3,
+                'forward_ms_mean': self._forward_time.mean() * 1e3,
+                'stamp_age_ms_p50': self._stamp_age.percentile(50) * 1e3,
+            }
+            if batched:
+                values['batch_size_mean'] = self._batch.mean()
+            last_error = self._last_error
+            last_rejected = self._last_rejected
+        # ERROR / WARN for what happened since the previous report, not forever after.
+        new = {k: counts[k] - self._reported.get(k, 0) for k in counts}
+        self._reported = counts
+        level, message = DiagnosticStatus.OK, 'segmenting'
+        if new['errors']:
+            level, message = DiagnosticStatus.ERROR, last_error
+        elif counts['received'] == 0:
+            level, message = DiagnosticStatus.WARN, 'no input frames yet'
+        elif new['rejected']:
+            level, message = DiagnosticStatus.WARN, last_error
+        elif values['input_rate_hz'] == 0:
+            level, message = DiagnosticStatus.WARN, 'no input frames in the last seconds' + (
+                f'; the last one was {last_error}' if last_rejected else '')
+        kv = [KeyValue(key=k, value=str(v)) for k, v in info.items()]
+        if self.name:
+            kv.append(KeyValue(key='input_topic', value=self.topic))
+        kv += [KeyValue(key=k, value=f'{v:.2f}') for k, v in values.items()]
+        kv += [KeyValue(key=f'frames_{k}', value=str(v)) for k, v in counts.items()]
+        return DiagnosticStatus(level=level, name=status_name, message=message,
+                                hardware_id=f'{info["backend"]}/{info["device"]}', values=kv)
+
+
+class BatchWorker:
+    """
+    One thread segmenting the newest frame of every camera that has one, as one batch.
+
+    A camera with no fresh frame is simply not in the batch, so a silent camera never stalls
+    the others; each camera's results go to that camera's pipeline only.
+    """
+
+    def __init__(self, node, segmenter: Segmenter, cameras: Sequence[CameraPipeline],
+                 cond: threading.Condition, settings: Dict[str, object], max_batch: int = 1):
+        self.node = node
+        self.segmenter = segmenter
+        self.cameras = list(cameras)
+        self.max_batch = max(1, int(max_batch))
+        self._cond = cond
+        self._settings = settings
+        self._network_size = tuple(segmenter.backend.config.input_size)
+        self._last_start = 0.0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name='regseg-worker', daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _next_batch(self) -> Optional[List[Tuple[CameraPipeline, object, float]]]:
+        """Block until frames are due; return [(camera, msg, received_at)], None when stopping."""
+        with self._cond:
+            while not self._stopping:
+                ready = [cam for cam in self.cameras if cam.pending is not None]
+                if ready:
+                    rate = self._settings['max_rate_hz']
+                    wait = (self._last_start + 1.0 / rate - time.monotonic()) if rate > 0 else 0
+                    if wait <= 0:
+                        # The longest-waiting cameras first when more are ready than fit.
+                        ready.sort(key=lambda cam: cam.pending[1])
+                        self._last_start = time.monotonic()
+                        return [(cam,) + cam.take() for cam in ready[:self.max_batch]]
+                    self._cond.wait(wait)
+                else:
+                    self._cond.wait(0.5)
+        return None
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._process(batch)
+
+    def _process(self, batch) -> None:
+        frames = []   # (camera, msg, received_at, rgb, size, wanted)
+        for cam, msg, received_at in batch:
+            wanted = cam.wanted()
+            if not wanted:
+                cam.count('idle')  # nobody listens: skip decode and inference
+                continue
+            decoded = cam.decode(msg, self._network_size)
+            if decoded is not None:
+                frames.append((cam, msg, received_at) + tuple(decoded) + (wanted,))
+        if not frames:
+            return
+        outputs = set().union(*(f[5] for f in frames))
+        t0 = time.monotonic()
+        try:
+            results = self.segmenter.segment([f[3] for f in frames], outputs,
+                                             [f[4] for f in frames])
+        except Exception as exc:  # noqa: B902 keep serving: a failed batch must not stop the node
+            error = f'inference failed: {type(exc).__name__}: {exc}'
+            for frame in frames:
+                frame[0].failed(error)
+            self.node.get_logger().error(error, throttle_duration_sec=THROTTLE_S)
+            return
+        infer_s = time.monotonic() - t0
+        forward_s = self.segmenter.backend.last_forward_s
+        try:
+            for (cam, msg, received_at, _rgb, _size, wanted), result in zip(frames, results):
+                cam.publish(msg, {k: v for k, v in result.items() if k in wanted}, received_at,
+                            infer_s, forward_s, len(frames))
+        except Exception:  # noqa: B902
+            # Ctrl-C during inference: rclpy's signal handler has shut the context down before
+            # the main thread could stop this worker. The frames are dropped; that is the stop.
+            if self.node.context.ok() and not self._stopping:
+                raise
+
+    def stop(self) -> None:
+        """Stop after the batch in hand and release the backend."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join(timeout=60.0)  # one inference at most
+        self.segmenter.backend.close()
