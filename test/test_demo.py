@@ -163,15 +163,37 @@ def test_demo_sh_shows_why_the_node_did_not_start(tmp_path):
     assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.parametrize('size', ['512by1024', '10x10'])
+@pytest.mark.parametrize('size', ['512by1024', '10x10', '48x48', '1024x5000'])
 def test_bad_network_size_is_a_usage_error(tmp_path, size):
     result = subprocess.run(node_command('regseg_demo') + ['--network-size', size],
                             capture_output=True, text=True, timeout=60,
                             env=demo_env(tmp_path))
     assert result.returncode == 2, result.stdout + result.stderr
     assert 'Traceback' not in result.stderr
-    assert f"regseg_demo: error: argument --network-size: size '{size}'" in result.stderr
+    assert 'regseg_demo: error: argument --network-size: ' in result.stderr
+    assert size in result.stderr
     assert 'usage: regseg_demo' in result.stderr
+
+
+def test_frames_folder_without_frames_or_with_a_broken_one_is_one_error_line(tmp_path):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    result = subprocess.run(node_command('regseg_demo') + ['--frames-dir', str(empty)],
+                            capture_output=True, text=True, timeout=120,
+                            env=demo_env(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"regseg_demo: error: no .jpg/.png frames in '{empty}': pass a folder of camera "
+        'frames with --frames-dir')
+    broken = sample_frames(tmp_path, count=2)
+    (broken / 'frame_999.jpg').write_bytes(b'\xff\xd8 not a jpeg')
+    result = subprocess.run(node_command('regseg_demo') + ['--frames-dir', str(broken)],
+                            capture_output=True, text=True, timeout=120,
+                            env=demo_env(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert 'Traceback' not in result.stderr
+    assert f"regseg_demo: error: cannot decode the frame '{broken / 'frame_999.jpg'}'" in (
+        result.stderr)
 
 
 def test_mark_random_fits_small_and_large_images():

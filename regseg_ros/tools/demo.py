@@ -48,6 +48,10 @@ CONNECT_TIMEOUT = 5.0  # seconds to reach the download server before running ran
 NODE_LOG = 'segmentation_node.log'
 OWN_FILES = ('overlay_*.png', NODE_LOG)  # what a run writes into --output (and clears first)
 HOW_TO_GET_WEIGHTS = 'real weights: REGSEG_WEIGHTS=<checkpoint> or --weights <checkpoint>'
+# The node's network_height / network_width ranges (segmentation_node --help): checked here so
+# a bad size is a usage error of the demo, not a node that fails to start.
+NODE_NETWORK_HEIGHT = (64, 4096)
+NODE_NETWORK_WIDTH = (64, 8192)
 RANDOM_BANNER = ('RANDOM WEIGHTS (untrained): these labels are meaningless', HOW_TO_GET_WEIGHTS)
 
 
@@ -170,10 +174,15 @@ def load_frames(folder: Path, width: int = 0) -> List[np.ndarray]:
     """Read the sample frames as RGB (optionally resized to ``width``, keeping the aspect)."""
     files = sorted(folder.glob('*.jpg')) + sorted(folder.glob('*.png'))
     if not files:
-        raise SystemExit(f'no .jpg/.png frames in {folder}')
+        raise RegsegError(f'no .jpg/.png frames in {str(folder)!r}: pass a folder of camera '
+                          'frames with --frames-dir')
     frames = []
     for f in files:
-        rgb = cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise RegsegError(f'cannot decode the frame {str(f)!r} (not a readable JPEG/PNG): '
+                              'remove it from --frames-dir')
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if width and rgb.shape[1] != width:
             rgb = cv2.resize(rgb, (width, rgb.shape[0] * width // rgb.shape[1]),
                              interpolation=cv2.INTER_LINEAR)
@@ -330,6 +339,12 @@ def main(argv=None) -> int:
                         help='network input size, width x height (default: 1024x512)')
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
+    height, width = args.network_size
+    if not (NODE_NETWORK_HEIGHT[0] <= height <= NODE_NETWORK_HEIGHT[1]
+            and NODE_NETWORK_WIDTH[0] <= width <= NODE_NETWORK_WIDTH[1]):
+        parser.error(f'argument --network-size: {format_size((height, width))} is outside what '
+                     f'the node takes: width {NODE_NETWORK_WIDTH[0]}..{NODE_NETWORK_WIDTH[1]}, '
+                     f'height {NODE_NETWORK_HEIGHT[0]}..{NODE_NETWORK_HEIGHT[1]}')
     try:
         return run(args)
     except RegsegError as exc:
