@@ -162,6 +162,7 @@ def camera_cells(lookup: CellLookup, semantics: Semantics, labels: np.ndarray,
     free &= ~occ
     return CameraCells(free=lookup.cells[free], occupied=lookup.cells[occ])
 
+
 def fuse(grid: GridSpec, cameras: Sequence[CameraCells],
          out: Optional[np.ndarray] = None) -> np.ndarray:
     """Occupied where any camera says occupied, else free where any says free, else unknown."""
