@@ -15,7 +15,8 @@
 """Label sets: class names, colour palettes, ignore id and default drivable classes."""
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Tuple
+import os
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -43,6 +44,30 @@ class LabelSet:
         if self.label_ids is not None and len(self.label_ids) != len(self.classes):
             raise RegsegError(f'label set {self.name!r}: {len(self.classes)} classes but '
                               f'{len(self.label_ids)} label ids')
+
+    def to_dict(self) -> Dict[str, object]:
+        """Return the label set as plain lists and strings (stored inside checkpoints)."""
+        return {'name': self.name, 'classes': list(self.classes),
+                'colors': [list(c) for c in self.colors],
+                'default_drivable': list(self.default_drivable), 'ignore_id': self.ignore_id,
+                'label_ids': None if self.label_ids is None else list(self.label_ids)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping, source: str = 'label set') -> 'LabelSet':
+        """Build a label set from :meth:`to_dict`'s form; raise naming ``source`` if malformed."""
+        try:
+            classes = tuple(str(c) for c in data['classes'])
+            colors = tuple(_color(c, source) for c in data['colors'])
+            label_ids = data.get('label_ids')
+            labels = cls(name=str(data['name']), classes=classes, colors=colors,
+                         default_drivable=tuple(str(c) for c in data['default_drivable']),
+                         ignore_id=int(data.get('ignore_id', IGNORE_ID)),
+                         label_ids=None if label_ids is None else tuple(int(v) for v in label_ids))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RegsegError(f'{source}: not a label set ({type(exc).__name__}: {exc})') from None
+        _check_names(labels.classes, source)
+        labels.class_ids(labels.default_drivable)
+        return labels
 
     @property
     def num_classes(self) -> int:
@@ -146,6 +171,86 @@ def camvid_segnet_lut() -> np.ndarray:
     lut = np.full(256, IGNORE_ID, np.uint8)
     lut[:len(CAMVID_SEGNET_CLASSES)] = CAMVID.class_ids(CAMVID_SEGNET_CLASSES)
     return lut
+
+
+MAX_CLASSES = 255  # class ids are written as uint8 with 255 = ignore
+
+
+def _color(value, source: str) -> Tuple[int, int, int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 3
+            or not all(isinstance(v, int) and 0 <= v <= 255 for v in value)):
+        raise RegsegError(f'{source}: colour {value!r} is not [R, G, B] with whole numbers in '
+                          '[0, 255]')
+    return tuple(value)
+
+
+def _check_names(classes: Tuple[str, ...], source: str) -> None:
+    if not classes or len(classes) > MAX_CLASSES:
+        raise RegsegError(f'{source}: {len(classes)} classes; a label set needs 1 to '
+                          f'{MAX_CLASSES}')
+    seen: Dict[str, int] = {}
+    for i, name in enumerate(classes):
+        if not name.strip():
+            raise RegsegError(f'{source}: class {i} has an empty name')
+        key = name.strip().lower()
+        if key in seen:
+            raise RegsegError(f'{source}: duplicate class name {name!r} (classes {seen[key]} and '
+                              f'{i}; names are compared case-insensitively): give every class '
+                              'its own name')
+        seen[key] = i
+
+
+def load_label_set(path: os.PathLike) -> LabelSet:
+    """
+    Read a classes YAML into a label set.
+
+    The file holds ``name`` (optional) and ``classes``, a list in id order of entries like
+    ``{name: floor, color: [R, G, B], drivable: true}`` (``drivable`` defaults to false). Class
+    ids are the list positions; 255 is the ignore id. Any problem raises naming the file.
+    """
+    import yaml
+    source = f'classes file {os.fspath(path)!r}'
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise RegsegError(f'cannot read {source}: {exc.strerror or exc}') from None
+    except yaml.YAMLError as exc:
+        raise RegsegError(f'{source} is not valid YAML: {exc}') from None
+    if not isinstance(data, Mapping) or not isinstance(data.get('classes'), list):
+        raise RegsegError(f"{source} needs a 'classes' list, e.g. classes: [{{name: floor, "
+                          'color: [128, 64, 128], drivable: true}]')
+    names, colors, drivable = [], [], []
+    for i, entry in enumerate(data['classes']):
+        if isinstance(entry, str):
+            entry = {'name': entry}
+        if not isinstance(entry, Mapping) or 'name' not in entry:
+            raise RegsegError(f'{source}: class {i} ({entry!r}) needs a name, e.g. '
+                              '{name: floor, color: [128, 64, 128]}')
+        unknown = sorted(set(entry) - {'name', 'color', 'colour', 'drivable'})
+        if unknown:
+            raise RegsegError(f'{source}: class {i} has unknown keys {unknown}: use name, '
+                              'color, drivable')
+        names.append(str(entry['name']))
+        color = entry.get('color', entry.get('colour'))
+        colors.append(_color(color, f'{source}, class {names[-1]!r}') if color is not None
+                      else _default_color(i))
+        if entry.get('drivable', False) is True:
+            drivable.append(names[-1])
+        elif entry.get('drivable', False) is not False:
+            raise RegsegError(f'{source}: class {names[-1]!r} has drivable: '
+                              f'{entry["drivable"]!r}; write true or false')
+    _check_names(tuple(names), source)
+    name = str(data.get('name') or os.path.splitext(os.path.basename(os.fspath(path)))[0])
+    return LabelSet(name=name, classes=tuple(names), colors=tuple(colors),
+                    default_drivable=tuple(drivable))
+
+
+def _default_color(index: int) -> Tuple[int, int, int]:
+    """Return a colour for a class without one (the Cityscapes palette, then a hash)."""
+    if index < len(CITYSCAPES.colors):
+        return CITYSCAPES.colors[index]
+    return ((index * 97) % 256, (index * 57 + 80) % 256, (index * 151 + 160) % 256)
 
 
 LABEL_SETS: Dict[str, LabelSet] = {s.name: s for s in (CITYSCAPES, CAMVID)}

@@ -480,3 +480,97 @@ def load_weights(model: nn.Module, source: os.PathLike, cache_dir: Optional[os.P
     """Load weights from a path, an https:// URL or a released checkpoint name into ``model``."""
     path = resolve_weights(os.fspath(source), cache_dir, sha256, **download_kwargs)
     return load_state_dict(model, read_state_dict(path), os.fspath(source))
+
+
+# -- checkpoints written by ``train`` --------------------------------------------------------
+
+META_KEY = 'regseg_ros'  # training dict entry with the label set, model variant and config
+
+
+def save_checkpoint(path: os.PathLike, state: Mapping[str, object]) -> Path:
+    """
+    Write a training dict (``model`` state_dict plus anything else) atomically.
+
+    The file is written as ``.<name>.tmp-<random>`` in the same folder and renamed over ``path``
+    when complete, so ``path`` is always absent or whole. Tensors are moved to the CPU first;
+    the file loads with ``torch.load(weights_only=True)`` (the node's loader).
+    """
+    path = Path(path)
+    if not isinstance(state.get('model'), Mapping):
+        raise RegsegError("a checkpoint needs a 'model' state_dict")
+    state = dict(state)
+    state['model'] = {k[len('module.'):] if k.startswith('module.') else k: v.detach().cpu()
+                      for k, v in state['model'].items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.tmp-')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RegsegError(f'cannot write checkpoint {str(path)!r} ({exc.strerror or exc}): free '
+                          'space or choose another --output folder') from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_training_dict(path: os.PathLike) -> Dict[str, object]:
+    """Load a whole checkpoint (``weights_only``); a bare state_dict comes back as ``model``."""
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # noqa: B902 torch raises many types for a bad file
+        first = str(exc).splitlines()[0] if str(exc) else ''
+        raise RegsegError(f'cannot read checkpoint {str(path)!r} ({type(exc).__name__}: '
+                          f'{first}): pass a file saved by train or torch.save') from None
+    if not isinstance(ckpt, Mapping):
+        raise RegsegError(f'checkpoint {str(path)!r} holds a {type(ckpt).__name__}, not a dict')
+    if not isinstance(ckpt.get('model'), Mapping):
+        ckpt = {'model': ckpt}
+    return dict(ckpt)
+
+
+def checkpoint_metadata(source: str, cache_dir: Optional[os.PathLike] = None
+                        ) -> Optional[Dict[str, object]]:
+    """Return the ``regseg_ros`` entry a ``train`` checkpoint carries (None for others)."""
+    path = resolve_weights(os.fspath(source), cache_dir)
+    meta = read_training_dict(path).get(META_KEY)
+    return dict(meta) if isinstance(meta, Mapping) else None
+
+
+def checkpoint_label_set(source: str, cache_dir: Optional[os.PathLike] = None):
+    """
+    Return the :class:`LabelSet` a checkpoint written by ``train`` carries, or None.
+
+    ``source`` is a path, URL or released name (released checkpoints carry none). The model
+    is not built; a malformed label set raises naming the file.
+    """
+    from regseg_ros.core.labels import LabelSet
+    meta = checkpoint_metadata(source, cache_dir)
+    if not meta or meta.get('label_set') is None:
+        return None
+    return LabelSet.from_dict(meta['label_set'], f'label set in checkpoint {source!r}')
+
+
+def resolve_label_set(name: Optional[str], weights: str,
+                      cache_dir: Optional[os.PathLike] = None, default: str = 'cityscapes'):
+    """
+    Choose the label set for ``weights``: the named one, else the checkpoint's, else ``default``.
+
+    An empty ``name`` means "not chosen". When a name is chosen and the checkpoint carries a
+    label set of another class count, raise naming both (the classifier would not fit).
+    """
+    from regseg_ros.core.labels import get_label_set
+    carried = checkpoint_label_set(weights, cache_dir) if weights else None
+    if not name:
+        return carried if carried is not None else get_label_set(default)
+    chosen = get_label_set(name)
+    if carried is not None and carried.num_classes != chosen.num_classes:
+        raise RegsegError(
+            f'label set {name!r} has {chosen.num_classes} classes but checkpoint {weights!r} was '
+            f'trained on label set {carried.name!r} ({carried.num_classes} classes: '
+            f'{", ".join(carried.classes)}): leave the label set unset to use the checkpoint\'s')
+    return chosen

@@ -103,25 +103,42 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_size: str,
                        help=f'network input size, width x height; frames are resized to it '
                        f'(default: {default_size})')
     group.add_argument('--label-set', default=None, choices=sorted(LABEL_SETS),
-                       help=f'classes the checkpoint predicts (default: {default_label_set})')
+                       help='classes the checkpoint predicts (default: the label set a '
+                       f'checkpoint written by train carries, else {default_label_set})')
     group.add_argument('--cache-dir', default=None,
                        help='where downloaded weights are kept (default: ~/.cache/regseg_ros)')
 
 
-def build_segmenter(args: argparse.Namespace, label_set: str, network_size: Tuple[int, int],
+def build_segmenter(args: argparse.Namespace, label_set, network_size: Tuple[int, int],
                     drivable_classes: Optional[Sequence[str]] = None,
-                    log: Callable[[str], None] = print):
-    """Load the backend the parsed model options describe and wrap it in a Segmenter."""
+                    log: Callable[[str], None] = print, default_label_set: str = 'cityscapes'):
+    """
+    Load the backend the parsed model options describe and wrap it in a Segmenter.
+
+    ``label_set`` is a name, a :class:`LabelSet` or None/'' (not chosen): then the label set a
+    checkpoint written by ``train`` carries is used (names, colours, drivable classes), else
+    ``default_label_set``. A chosen label set whose class count differs from the one the
+    checkpoint carries raises naming both.
+    """
     from regseg_ros.backends import BackendConfig, create_backend
     from regseg_ros.core.errors import RegsegError
-    from regseg_ros.core.labels import get_label_set
+    from regseg_ros.core.labels import LabelSet
+    from regseg_ros.model.weights import resolve_label_set
     from regseg_ros.segmenter import Segmenter
     if not args.weights and not args.allow_untrained:
         raise RegsegError(
             '--weights is empty: pass a checkpoint path, an https:// URL or a released '
             'checkpoint name (e.g. --weights cityscapes_exp48_trainval); --allow-untrained runs '
             'random weights for demos and tests only')
-    labels = get_label_set(label_set)
+    if isinstance(label_set, LabelSet):
+        labels = label_set
+    else:
+        labels = resolve_label_set(label_set or None, args.weights, args.cache_dir,
+                                   default_label_set)
+        if not label_set and labels.name != default_label_set:
+            log(f'label set {labels.name!r} from the checkpoint: {labels.num_classes} classes '
+                f'({", ".join(labels.classes)}), drivable by default: '
+                f'{", ".join(labels.default_drivable) or "none"}')
     if drivable_classes:
         labels.class_ids(drivable_classes)  # reject an unknown name before loading the model
     config = BackendConfig(

@@ -45,6 +45,9 @@ Dataset layouts (``--layout auto`` picks by the folders present):
   holding SegNet's ids (Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car,
   Pedestrian, Bicyclist; 11 = unlabelled, ignored), remapped to the label set's order; default
   split ``test``, label set camvid.
+* generic (the ``train`` tool's own layout): ``classes.yaml`` with ``images/<split>/NAME.png|jpg``
+  and ``labels/<split>/NAME.png`` (class ids in the YAML's order, 255 = ignore); default split
+  ``val``, the label set of the checkpoint (written by ``train``) or of ``classes.yaml``.
 """
 
 import argparse
@@ -64,82 +67,27 @@ from regseg_ros.core.errors import RegsegError
 from regseg_ros.core.imaging import png_size
 from regseg_ros.core.labels import (CAMVID, camvid_segnet_lut, CAMVID_SEGNET_UNLABELLED,
                                     get_label_set, IGNORE_ID, LABEL_SETS, LabelSet)
+from regseg_ros.core.metrics import confusion_matrix, MEAN_RULE, scores
 from regseg_ros.tools.cli import add_model_arguments, ArgumentParser, build_segmenter, format_size
 from regseg_ros.tools.progress import Progress
 
-LAYOUTS = ('cityscapes', 'camvid', 'camvid_segnet')
-DEFAULT_SPLIT = {'cityscapes': 'val', 'camvid': 'test', 'camvid_segnet': 'test'}
+LAYOUTS = ('cityscapes', 'camvid', 'camvid_segnet', 'generic')
+DEFAULT_SPLIT = {'cityscapes': 'val', 'camvid': 'test', 'camvid_segnet': 'test', 'generic': 'val'}
 DEFAULT_LABEL_SET = {'cityscapes': 'cityscapes', 'camvid': 'camvid', 'camvid_segnet': 'camvid'}
 LABEL_FORMAT = {
     'cityscapes': 'cityscapes trainIds (*_gtFine_labelTrainIds.png)',
     'camvid': "colour-coded CamVid labels (*_L.png), the 11 classes' colours, others ignored",
     'camvid_segnet': "SegNet's CamVid ids (<split>annot/), remapped to the label set's order",
+    'generic': 'class ids in the order of classes.yaml (labels/<split>/NAME.png, 255 = ignore)',
 }
 SIZE_LIMITS = (32, 8192)         # network input sides, as --network-size accepts
 PROTOCOL = ('logits at the network input size resized bilinearly (align_corners=False) to the '
             "label size, argmax there (the RegSeg authors' evaluation)")
-MEAN_RULE = ('mean over the classes present in the ground truth or the predictions; a class '
-             'absent from both has no IoU (null) and is left out')
 
 Pair = Tuple[Path, Path]
 
 
 # -- metric ----------------------------------------------------------------------------------
-
-def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """
-    Count (ground truth, prediction) pairs over the pixels whose target is a class id.
-
-    Returns an int64 ``(num_classes, num_classes)`` matrix, rows indexed by the ground truth and
-    columns by the prediction. Pixels with ``target`` outside ``[0, num_classes)`` (255) are
-    ignored; a prediction outside that range on a counted pixel raises RegsegError.
-    """
-    pred, target = np.asarray(pred), np.asarray(target)
-    if pred.shape != target.shape:
-        raise RegsegError(f'prediction shape {pred.shape} differs from label shape '
-                          f'{target.shape}: predict at the label resolution')
-    t = target.astype(np.int64, copy=False)
-    mask = (t >= 0) & (t < num_classes)
-    p = pred[mask].astype(np.int64, copy=False)
-    if p.size and (p.min() < 0 or p.max() >= num_classes):
-        bad = p[(p < 0) | (p >= num_classes)][0]
-        raise RegsegError(f'prediction holds class id {int(bad)} on a labelled pixel, outside '
-                          f'[0, {num_classes}): the model and label set disagree')
-    counts = np.bincount(t[mask] * num_classes + p, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
-
-
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[~np.isnan(values)]
-    return float(finite.mean()) if finite.size else math.nan
-
-
-def scores(confusion: np.ndarray) -> Dict[str, object]:
-    """
-    Compute per-class IoU and accuracy, mIoU, pixel accuracy and mean class accuracy.
-
-    Values are fractions in [0, 1]; NaN marks a class with no IoU (absent from ground truth and
-    prediction) or no accuracy (absent from the ground truth). Means skip NaN.
-    """
-    conf = np.asarray(confusion, dtype=np.float64)
-    diag, gt, pred = np.diag(conf), conf.sum(1), conf.sum(0)
-    union = gt + pred - diag
-    with np.errstate(divide='ignore', invalid='ignore'):
-        iou = np.where(union > 0, diag / union, math.nan)
-        acc = np.where(gt > 0, diag / gt, math.nan)
-    total = conf.sum()
-    return {
-        'miou': _nanmean(iou),
-        'pixel_accuracy': float(diag.sum() / total) if total else math.nan,
-        'mean_accuracy': _nanmean(acc),
-        'classes_in_mean': int((~np.isnan(iou)).sum()),
-        'pixels': int(total),
-        'iou': iou.tolist(),
-        'accuracy': acc.tolist(),
-        'gt_pixels': [int(v) for v in gt],
-        'pred_pixels': [int(v) for v in pred],
-    }
-
 
 def evaluate(samples: Iterable[Tuple[np.ndarray, np.ndarray]],
              predict: Callable[[np.ndarray], np.ndarray], num_classes: int,
@@ -203,6 +151,9 @@ def _camvid(root: Path, split: str, layout: str) -> List[Pair]:
 
 def detect_layout(root: Path) -> str:
     """Tell the layout of a dataset folder from the folders present."""
+    from regseg_ros.train.datasets import CLASSES_FILE
+    if (root / CLASSES_FILE).is_file():
+        return 'generic'
     if (root / 'leftImg8bit').is_dir():
         return 'cityscapes'
     folders = [p.name for p in root.iterdir() if p.is_dir()]
@@ -227,7 +178,13 @@ def find_samples(root, layout: str = 'auto',
     if layout not in LAYOUTS:
         raise RegsegError(f'layout {layout!r} is not one of {list(LAYOUTS)}')
     split = split or DEFAULT_SPLIT[layout]
-    pairs = _cityscapes(root, split) if layout == 'cityscapes' else _camvid(root, split, layout)
+    if layout == 'generic':
+        from regseg_ros.train.datasets import find_pairs
+        pairs = find_pairs(root, layout, split)
+    elif layout == 'cityscapes':
+        pairs = _cityscapes(root, split)
+    else:
+        pairs = _camvid(root, split, layout)
     return layout, split, pairs
 
 
@@ -285,6 +242,8 @@ def read_label(path: Path, layout: str = 'cityscapes') -> np.ndarray:
             f'label image {str(path)!r} has {target.shape[2]} channels: use single-channel '
             'class-id images (*_labelTrainIds.png, SegNet annot); colour-coded CamVid labels '
             '(*_L.png in <split>_labels/) are --layout camvid')
+    if layout == 'generic':
+        return target  # ids >= the class count raise in generic_label_set's check
     if layout == 'camvid_segnet':
         _bad_ids(target, _SEGNET_IDS, path,
                  "SegNet's CamVid ids are 0-10 and 11 (unlabelled): wrong label files?")
@@ -542,6 +501,34 @@ def checkpoint_classes(weights: str, cache_dir: Optional[str] = None) -> Optiona
     return None if weight is None or weight.ndim < 1 else int(weight.shape[0])
 
 
+def generic_label_set(root: Path, pairs: Sequence[Pair], args: argparse.Namespace) -> LabelSet:
+    """
+    Return the label set of a generic dataset: ``classes.yaml``, checked with the checkpoint's.
+
+    A checkpoint written by ``train`` carries its label set; its class names must be those of
+    the dataset (same order). Every label is checked for ids outside the classes.
+    """
+    from regseg_ros.model.weights import checkpoint_label_set
+    from regseg_ros.train.datasets import CLASSES_FILE, check_labels, layout_label_set
+    if args.label_set:
+        raise RegsegError(f'--label-set {args.label_set}: the generic layout takes its classes '
+                          f'from {CLASSES_FILE} (and the checkpoint); leave --label-set out')
+    truth = layout_label_set(root, 'generic')
+    carried = checkpoint_label_set(args.weights, args.cache_dir) if args.weights else None
+    if carried is not None and carried.classes != truth.classes:
+        raise RegsegError(f'checkpoint {args.weights!r} predicts classes {list(carried.classes)}'
+                          f' but {str(root / CLASSES_FILE)!r} lists {list(truth.classes)}: '
+                          'evaluate with a checkpoint trained on these classes')
+    if carried is None and args.weights:
+        count = checkpoint_classes(args.weights, args.cache_dir)
+        if count is not None and count != truth.num_classes:
+            raise RegsegError(f'checkpoint {args.weights!r} predicts {count} classes but '
+                              f'{str(root / CLASSES_FILE)!r} lists {truth.num_classes}: '
+                              'evaluate with a checkpoint trained on these classes')
+    check_labels(pairs, 'generic', truth)
+    return carried or truth
+
+
 def check_classes(layout: str, label_set: LabelSet, explicit: bool,
                   ckpt_classes: Optional[int] = None, weights: str = '') -> None:
     """
@@ -655,9 +642,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             choose_torch(args, log)
         layout, split, pairs = find_samples(args.dataset, args.layout, args.split)
         pairs = pairs[:args.limit] if args.limit else pairs
-        label_set = get_label_set(args.label_set or DEFAULT_LABEL_SET[layout])
-        ckpt_classes = checkpoint_classes(args.weights, args.cache_dir) if args.weights else None
-        check_classes(layout, label_set, bool(args.label_set), ckpt_classes, args.weights)
+        if layout == 'generic':
+            label_set = generic_label_set(Path(args.dataset), pairs, args)
+        else:
+            label_set = get_label_set(args.label_set or DEFAULT_LABEL_SET[layout])
+            ckpt_classes = (checkpoint_classes(args.weights, args.cache_dir) if args.weights
+                            else None)
+            check_classes(layout, label_set, bool(args.label_set), ckpt_classes, args.weights)
         report = Path(args.report) if args.report else Path(f'regseg_eval_{layout}_{split}.json')
         check_report_path(report)
         save = (PredictionWriter(args.save_predictions, layout, label_set)
@@ -680,7 +671,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f'{format_size(size)} (from {size_from})'
             + (f'; {others} images of another size than {format_size(sizes[0])} are resized '
                'to it' if others else ''))
-        segmenter = build_segmenter(args, label_set.name, size, log=log)
+        segmenter = build_segmenter(args, label_set, size, log=log)
         backend = segmenter.backend
         from regseg_ros.backends.base import Backend
         if type(backend).infer_protocol is Backend.infer_protocol:

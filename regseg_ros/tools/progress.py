@@ -41,7 +41,7 @@ class Progress:
 
     def __init__(self, total: Optional[int] = None, desc: str = '', unit: str = 'frames',
                  stream: Optional[TextIO] = None, interval: float = 0.2,
-                 log_interval: float = 10.0, enabled: bool = True):
+                 log_interval: float = 10.0, enabled: bool = True, initial: int = 0):
         self.total = total
         self.desc = desc
         self.unit = unit
@@ -50,7 +50,8 @@ class Progress:
         isatty = getattr(self.stream, 'isatty', None)
         self.tty = bool(isatty and isatty())
         self.interval = interval if self.tty else log_interval
-        self.count = 0
+        self.count = self.initial = initial  # items done before (a resumed run)
+        self.postfix = ''  # shown after the counts, e.g. 'loss 0.31, lr 0.05'
         self.start = time.monotonic()
         self._last_draw = self.start
         self._drawn = 0
@@ -65,13 +66,14 @@ class Progress:
     @property
     def rate(self) -> float:
         """Mean items per second since the start (0 before the first item)."""
-        elapsed = self.elapsed
-        return self.count / elapsed if elapsed > 0 and self.count else 0.0
+        elapsed, done = self.elapsed, self.count - self.initial
+        return done / elapsed if elapsed > 0 and done else 0.0
 
     def render(self) -> str:
         """Return the progress line (without a line ending)."""
         elapsed, rate = self.elapsed, self.rate
         head = f'{self.desc}: ' if self.desc else ''
+        tail = f', {self.postfix}' if self.postfix else ''
         if self.total:
             frac = min(1.0, self.count / self.total)
             filled = int(round(frac * BAR_WIDTH))
@@ -79,9 +81,9 @@ class Progress:
             left = (self.total - self.count) / rate if rate else None
             eta = f', {clock(left)} left' if left is not None and self.count < self.total else ''
             return (f'{head}[{bar}] {self.count}/{self.total} {self.unit} {frac:4.0%}, '
-                    f'{rate:.2f} {self.unit}/s, {clock(elapsed)} elapsed{eta}')
+                    f'{rate:.2f} {self.unit}/s, {clock(elapsed)} elapsed{eta}{tail}')
         return (f'{head}{self.count} {self.unit}, {rate:.2f} {self.unit}/s, '
-                f'{clock(elapsed)} elapsed')
+                f'{clock(elapsed)} elapsed{tail}')
 
     def _draw(self, final: bool = False) -> None:
         if not self.enabled:

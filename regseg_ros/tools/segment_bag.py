@@ -760,7 +760,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help='also write <topic>/overlay: the frame blended with class colours')
     parser.add_argument('--drivable-classes', default=None, metavar='A,B',
                         help='comma-separated classes marked 255 in drivable_mask (default: '
-                        'road)')
+                        "the label set's drivable classes: road for cityscapes, those of "
+                        'the checkpoint for one written by train)')
     parser.add_argument('--batch', type=int, default=1, metavar='N',
                         help='frames per inference call (default: %(default)s)')
     parser.add_argument('--storage', choices=STORAGES, default=None,
@@ -805,7 +806,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         size = args.network_size or DEFAULT_NETWORK_SIZE
         _err(f'segment_bag: {job.total_frames} frames on {len(job.inputs)} topic(s) of '
              f'{args.input}, network input {format_size(size)}')
-        segmenter = build_segmenter(args, args.label_set or 'cityscapes', size, drivable,
+        segmenter = build_segmenter(args, args.label_set, size, drivable,
                                     log=lambda m: _err(f'segment_bag: {m}'))
         summary = job.run(segmenter, batch=args.batch, progress=not args.no_progress,
                           decode_threads=args.decode_threads)
