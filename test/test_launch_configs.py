@@ -261,6 +261,13 @@ def cameras_file(tmp_path_factory):
     return path
 
 
+MULTI_CAMERAS = """cameras:
+  - {name: mc_front, topic: /mc_front_cam/image_raw, pose: [1.8, 0.0, 1.5, 0.0, 0.17, 0.0]}
+  - {name: mc_left, topic: /mc_left_cam/image_raw, transport: compressed, namespace: car/left}
+  - {name: mc_rear, topic: /mc_rear_cam/image_raw, enabled: false}
+"""
+
+
 @pytest.fixture(scope='module')
 def fleet(tmp_path_factory, cameras_file):
     """Start every platform node, the unmodified desktop_gpu node and the launched vehicle."""
@@ -281,11 +288,19 @@ def fleet(tmp_path_factory, cameras_file):
         try:
             _declared, actions = run_launch_file(
                 mp, 'vehicle_cameras.launch.py', platform='cpu', allow_untrained='true',
-                params_file=str(tmp / 'small.yaml'), cameras_file=str(cameras_file))
+                params_file=str(tmp / 'small.yaml'), cameras_file=str(cameras_file),
+                process_per_camera='true', freespace='false')
+            (tmp / 'multi_cameras.yaml').write_text(MULTI_CAMERAS)
+            _declared, multi_actions = run_launch_file(
+                mp, 'vehicle_cameras.launch.py', platform='cpu', allow_untrained='true',
+                params_file=str(tmp / 'small.yaml'), cameras_file=str(tmp / 'multi_cameras.yaml'),
+                freespace='false')
+            actions += multi_actions
         finally:
             mp.undo()
         for node in nodes_of(actions):
-            procs[node.kwargs['namespace']] = NodeProcess(tmp, *ros_args_of(node))
+            procs[node.kwargs.get('namespace') or node.kwargs['name']] = NodeProcess(
+                tmp, *ros_args_of(node), executable=node.kwargs['executable'])
         yield procs
     finally:
         codes = {name: proc.stop() for name, proc in procs.items()}
@@ -318,7 +333,8 @@ def get_parameters(peer, proc, node, names):
 
 def test_config_folder_holds_a_file_per_platform():
     yamls = {p.stem for p in CONFIG.glob('*.yaml')}
-    assert yamls - {Path(helpers.CAMERAS_FILE).stem} == set(helpers.PLATFORMS)
+    others = {Path(helpers.CAMERAS_FILE).stem, Path(helpers.FREESPACE_FILE).stem}
+    assert yamls - others == set(helpers.PLATFORMS)
     assert helpers.DEFAULT_PLATFORM == helpers.AUTO_PLATFORM not in helpers.PLATFORMS
 
 
@@ -409,7 +425,7 @@ def test_vehicle_launch_segments_each_enabled_camera(fleet, peer):
             assert out.header.frame_id == ns
     names = peer.node.get_node_names_and_namespaces()
     assert ('regseg', '/lc_front') in names and ('regseg', '/lc_left') in names
-    assert not any(ns == '/lc_rear' for _name, ns in names)
+    assert not any(ns in ('/lc_rear', '/mc_front', '/car/left') for _name, ns in names)
     got = get_parameters(peer, fleet['lc_left'], '/lc_left/regseg',
                          ['input_transport', 'network_width', 'max_rate_hz', 'use_sim_time',
                           'cpu_threads'])
@@ -417,6 +433,37 @@ def test_vehicle_launch_segments_each_enabled_camera(fleet, peer):
         'input_transport': 'compressed', 'network_width': 128,  # params_file beats platform
         'max_rate_hz': platform_values('cpu')['max_rate_hz'], 'use_sim_time': False,
         'cpu_threads': helpers.split_cpu_threads(2)}  # two enabled cameras share the cores
+
+
+@pytest.mark.ros
+def test_vehicle_launch_default_one_process_serves_every_camera(fleet, peer):
+    proc = fleet[helpers.MULTI_NODE_NAME]
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[24:] = (128, 64, 128)
+    raw = make_image(frame, 'rgb8', stamp=(8, 1), frame_id='mc_front')
+    ok, buf = cv2.imencode('.png', frame[..., ::-1])
+    assert ok
+    packed = CompressedImage(format='png', data=buf.tobytes())
+    packed.header = make_image(frame, 'rgb8', stamp=(8, 2), frame_id='mc_left').header
+    for ns, msg_type, topic, msg in (
+            ('mc_front', Image, '/mc_front_cam/image_raw', raw),
+            ('car/left', CompressedImage, '/mc_left_cam/image_raw/compressed', packed)):
+        outs = {name: peer.collect(Image, helpers.output_topic(ns, name)) for name in OUTPUTS}
+        pub = peer.publisher(msg_type, topic)
+
+        def answered():
+            assert proc.proc.poll() is None, proc.log()
+            return all(any(stamp_of(m) == stamp_of(msg) for m in got) for got in outs.values())
+        peer.publish_until(pub, msg, answered, timeout=START_S, what=f'outputs of {ns}')
+        for name, encoding in OUTPUTS.items():
+            out = next(m for m in outs[name] if stamp_of(m) == stamp_of(msg))
+            assert (out.encoding, out.height, out.width) == (encoding, 48, 64)
+            assert out.header.frame_id == msg.header.frame_id
+    got = get_parameters(peer, proc, f'/{helpers.MULTI_NODE_NAME}',
+                         ['cameras', 'mc_left.transport', 'network_width', 'max_batch'])
+    assert {k: v for k, (_t, v) in got.items()} == {
+        'cameras': ['mc_front', 'mc_left'], 'mc_left.transport': 'compressed',
+        'network_width': 128, 'max_batch': platform_values('cpu')['max_batch']}
 
 
 # -- the launch files' logic ------------------------------------------------------------------
@@ -503,8 +550,9 @@ def test_segmentation_launch_rviz_file_is_removed_at_shutdown(monkeypatch):
     config = Path(rviz.kwargs['arguments'][1])
     topics = [d['Topic']['Value'] for d in
               yaml.safe_load(config.read_text())['Visualization Manager']['Displays']]
-    assert topics == ['/front_camera/image_raw', '/front/regseg/overlay', '/front/regseg/color',
-                      '/front/regseg/drivable_mask']
+    # the camera displays first (config/regseg.rviz may add freespace displays after them)
+    assert topics[:4] == ['/front_camera/image_raw', '/front/regseg/overlay',
+                          '/front/regseg/color', '/front/regseg/drivable_mask']
     assert params_of(rviz) == {'use_sim_time': False}
     assert config.parent in launch_dirs(actions)
     shut_down(actions)
@@ -542,7 +590,8 @@ def test_segmentation_launch_rejects_bad_arguments(monkeypatch, arguments, expec
 
 def test_vehicle_launch_builds_a_node_per_enabled_camera(monkeypatch):
     _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
-                                         platform='jetson_xavier', backend='auto')
+                                         platform='jetson_xavier', backend='auto',
+                                         process_per_camera='true', freespace='false')
     nodes = nodes_of(actions)
     assert [n.kwargs['namespace'] for n in nodes] == ['front', 'left', 'right']
     assert [n.kwargs['remappings'] for n in nodes] == [
@@ -560,6 +609,69 @@ def test_vehicle_launch_builds_a_node_per_enabled_camera(monkeypatch):
     shut_down(actions)
 
 
+def test_vehicle_launch_default_is_one_multi_camera_node_and_freespace(monkeypatch):
+    _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
+                                         platform='cpu', weights='/w/regseg.pth')
+    multi, freespace = nodes_of(actions)
+    assert (multi.kwargs['executable'], multi.kwargs['name']) == ('multi_camera_node',
+                                                                  'multi_camera')
+    assert 'namespace' not in multi.kwargs and 'remappings' not in multi.kwargs
+    assert multi.kwargs['parameters'][0] == str(CONFIG / 'cpu.yaml')
+    # one process: the cores are not split, the platform file's cpu_threads stays
+    assert params_of(multi) == dict(
+        platform_values('cpu'), weights='/w/regseg.pth', use_sim_time=False,
+        cameras=['front', 'left', 'right'],
+        **{'front.topic': '/front_camera/image_raw', 'front.transport': 'raw',
+           'front.namespace': 'front', 'left.topic': '/left_camera/image_raw',
+           'left.transport': 'compressed', 'left.namespace': 'left',
+           'right.topic': '/right_camera/image_raw', 'right.transport': 'compressed',
+           'right.namespace': 'right'})
+    assert (freespace.kwargs['executable'], freespace.kwargs['name']) == ('freespace_node',
+                                                                          'freespace')
+    assert freespace.kwargs['parameters'][0] == str(CONFIG / 'freespace.yaml')
+    cameras = helpers.enabled_cameras(helpers.load_cameras(str(CONFIG / helpers.CAMERAS_FILE)))
+    assert helpers.params_file_values(freespace.kwargs['parameters'][1]) == dict(
+        helpers.freespace_parameters(cameras), use_sim_time=False)
+    logs = ' | '.join(a.kwargs['msg'] for a in of_type(actions, 'LogInfo'))
+    assert 'one multi_camera_node for 3 camera(s)' in logs and 'cpu_threads' not in logs
+    # both are supervised: a configuration error of either ends the launch with its reason
+    for node, label in ((multi, '/multi_camera'), (freespace, '/freespace')):
+        with pytest.raises(helpers.LaunchFailure, match=re.escape(
+                f'{label} cannot start (exit code 2, a configuration error): {REASON}')):
+            node_exits(actions, helpers.CONFIG_ERROR_EXIT, fatal_line(REASON, label[1:]),
+                       node=node)
+    shut_down(actions)
+
+
+def test_vehicle_launch_without_freespace_starts_segmentation_only(monkeypatch):
+    _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
+                                         platform='cpu', freespace='false')
+    assert [n.kwargs['executable'] for n in nodes_of(actions)] == ['multi_camera_node']
+    with pytest.raises(RegsegError, match="process_per_camera:='maybe'"):
+        run_launch_file(monkeypatch, 'vehicle_cameras.launch.py', process_per_camera='maybe')
+    shut_down(actions)
+
+
+def test_freespace_parameters_follow_the_contract():
+    cameras = helpers.parse_cameras({'cameras': [
+        {'name': 'front', 'topic': '/front_camera/image_raw',
+         'pose': [1.8, 0, 1.5, 0, 0.17, 0]},
+        {'name': 'left', 'topic': '/left_camera/image_raw', 'namespace': '/car/left',
+         'camera_info': '/left_fisheye/camera_info'},
+    ]})
+    assert helpers.freespace_parameters(cameras, base_frame='base_footprint') == {
+        'cameras': ['front', 'left'], 'base_frame': 'base_footprint',
+        'front.labels_topic': '/front/regseg/labels',
+        'front.confidence_topic': '/front/regseg/confidence',
+        'front.camera_info_topic': '/front_camera/camera_info',
+        'front.pose': [1.8, 0.0, 1.5, 0.0, 0.17, 0.0],
+        'left.labels_topic': '/car/left/regseg/labels',
+        'left.confidence_topic': '/car/left/regseg/confidence',
+        'left.camera_info_topic': '/left_fisheye/camera_info'}  # no pose: tf2
+    assert helpers.sibling_camera_info('cam/image') == 'cam/camera_info'
+    assert helpers.sibling_camera_info('image') == 'camera_info'
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 def test_shipped_cameras_file_parses():
@@ -572,6 +684,14 @@ def test_shipped_cameras_file_parses():
     ]
     assert [c.name for c in helpers.enabled_cameras(cameras)] == ['front', 'left', 'right']
     assert helpers.output_topic('front', 'labels') == '/front/regseg/labels'
+    front, left, right, rear = cameras
+    assert front.camera_info == '/front_camera/camera_info'
+    assert front.pose[0] == 1.8 and front.pose[2] == 1.5 and 0.1 < front.pose[4] < 0.3
+    assert abs(left.pose[5] - np.pi / 2) < 1e-3 and abs(right.pose[5] + np.pi / 2) < 1e-3
+    assert left.pose[1] > 0 > right.pose[1]  # y left (REP-103)
+    assert abs(rear.pose[5] - np.pi) < 1e-3 and rear.pose[0] < 0
+    text = (CONFIG / helpers.CAMERAS_FILE).read_text()
+    assert 'distortion_model equidistant' in text
 
 
 def test_disabled_cameras_are_skipped_and_namespaces_can_be_set():
@@ -609,6 +729,12 @@ def test_unknown_platform_lists_the_choices():
     ('cameras:\n  - {name: a, topic: /a}\n  - {name: b, topic: /b, namespace: a}\n',
      "two cameras have namespace 'a'"),
     ('cameras:\n  - {name: a, topic: /a, enabled: false}\n', 'no camera is enabled'),
+    ('cameras:\n  - {name: a, topic: /a, pose: [1, 2, 3]}\n',
+     'pose is [1, 2, 3]: give 6 numbers [x, y, z, roll, pitch, yaw]'),
+    ('cameras:\n  - {name: a, topic: /a, pose: [1, 2, 3, 0, x, 0]}\n', "pose is [1, 2, 3, 0, 'x'"),
+    ('cameras:\n  - {name: a, topic: /a, pose: [1, 2, .nan, 0, 0, 0]}\n', 'pose is [1, 2, nan'),
+    ('cameras:\n  - {name: a, topic: /a, camera_info: 7}\n',
+     'camera_info is 7: give its CameraInfo topic, e.g. /camera_info'),
 ])
 def test_malformed_cameras_file_is_explained(tmp_path, text, expected):
     path = tmp_path / 'cameras.yaml'
@@ -653,7 +779,8 @@ def test_vehicle_launch_splits_the_cores_between_cpu_nodes(monkeypatch, caplog, 
                                                            arguments, expected):
     monkeypatch.setattr(helpers, 'cpu_count', lambda: cores)
     _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
-                                         platform='cpu', **arguments)
+                                         platform='cpu', process_per_camera='true',
+                                         freespace='false', **arguments)
     nodes = nodes_of(actions)
     assert len(nodes) == 3
     assert [params_of(n)['cpu_threads'] for n in nodes] == [expected] * 3
@@ -669,7 +796,8 @@ def test_vehicle_launch_keeps_the_cpu_threads_of_params_file(monkeypatch, tmp_pa
     mine = tmp_path / 'mine.yaml'
     mine.write_text('/**:\n  ros__parameters:\n    cpu_threads: 5\n')
     _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
-                                         platform='cpu', params_file=str(mine))
+                                         platform='cpu', params_file=str(mine),
+                                         process_per_camera='true', freespace='false')
     assert [params_of(n)['cpu_threads'] for n in nodes_of(actions)] == [5] * 3
     on_gpu = tmp_path / 'gpu.yaml'  # the user's file moves the cpu preset onto CUDA: no split
     on_gpu.write_text('regseg:\n  ros__parameters:\n    device: cuda\n')
@@ -718,7 +846,8 @@ def test_configuration_error_waits_for_a_late_fatal_line(monkeypatch):
 
 def test_crash_is_respawned_when_asked(monkeypatch, caplog):
     _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
-                                         platform='cpu', respawn='true')
+                                         platform='cpu', respawn='true',
+                                         process_per_camera='true', freespace='false')
     first = nodes_of(actions)[1]
     timer = node_exits(actions, -11, b'Segmentation fault\n', node=first)
     assert type(timer).__name__ == 'TimerAction'

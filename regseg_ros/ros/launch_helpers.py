@@ -25,6 +25,7 @@ node exits (:class:`ExitWatcher`). Only :func:`supervised_node` imports launch, 
 import atexit
 from dataclasses import dataclass
 import json
+import math
 import os
 import re
 import shutil
@@ -40,6 +41,11 @@ from regseg_ros.core.errors import RegsegError
 PACKAGE = 'regseg_ros'
 EXECUTABLE = 'segmentation_node'
 NODE_NAME = 'regseg'
+MULTI_EXECUTABLE = 'multi_camera_node'
+MULTI_NODE_NAME = 'multi_camera'
+FREESPACE_EXECUTABLE = 'freespace_node'
+FREESPACE_NODE_NAME = 'freespace'
+FREESPACE_FILE = 'freespace.yaml'
 
 # platform -> what it is for; each has a config/<platform>.yaml
 # (network sizes width x height)
@@ -111,8 +117,15 @@ SEGMENTATION_ARGUMENTS: Tuple[Tuple[str, str, str], ...] = (
 )
 VEHICLE_ARGUMENTS: Tuple[Tuple[str, str, str], ...] = (
     ('cameras_file', '',
-     'YAML listing the cameras (name, topic, transport, enabled, optional namespace); '
-     'empty: config/vehicle_cameras.yaml of this package'),
+     'YAML listing the cameras (name, topic, transport, enabled, optional namespace, '
+     'camera_info, pose); empty: config/vehicle_cameras.yaml of this package'),
+    ('process_per_camera', 'false',
+     'false: ONE multi_camera_node segments every enabled camera with one model, in batches '
+     '(max_batch of the platform file); true: one segmentation_node process per camera '
+     '(process isolation, N copies of the model). Output topics are the same either way'),
+    ('freespace', 'true',
+     'true also starts freespace_node (node name freespace, config/freespace.yaml) fusing the '
+     "cameras' labels into a grid and a scan in base_link; false: segmentation only"),
 ) + COMMON_ARGUMENTS
 # Arguments whose values launch itself checks (DeclareLaunchArgument choices).
 ARGUMENT_CHOICES: Dict[str, List[str]] = {'platform': [AUTO_PLATFORM] + list(PLATFORMS)}
@@ -237,13 +250,21 @@ def input_topic(image: str, transport: str) -> str:
 
 @dataclass(frozen=True)
 class Camera:
-    """One camera of ``vehicle_cameras.yaml``: a regseg node runs in ``namespace``."""
+    """
+    One camera of ``vehicle_cameras.yaml``: its outputs are published under ``namespace``.
+
+    ``camera_info`` is its CameraInfo topic; ``pose`` (x, y, z, roll, pitch, yaw) the camera
+    body frame in base_link (metres, radians; REP-103: x along the optical axis, y left, z up;
+    pitch > 0 looks down), or None: the freespace node then asks tf2.
+    """
 
     name: str
     topic: str
     transport: str = 'raw'
     enabled: bool = True
     namespace: str = ''
+    camera_info: str = ''
+    pose: Optional[Tuple[float, float, float, float, float, float]] = None
 
     def describe(self) -> str:
         """Summarise the camera's input and output topics for the launch log."""
@@ -251,7 +272,27 @@ class Camera:
                 f'({self.transport}) -> {output_topic(self.namespace, "*")}')
 
 
-CAMERA_KEYS = ('name', 'topic', 'transport', 'enabled', 'namespace')
+CAMERA_KEYS = ('name', 'topic', 'transport', 'enabled', 'namespace', 'camera_info', 'pose')
+POSE_KEYS = ('x', 'y', 'z', 'roll', 'pitch', 'yaw')
+
+
+def sibling_camera_info(topic: str) -> str:
+    """Return the CameraInfo topic beside an image topic (/a/image_raw -> /a/camera_info)."""
+    head, _sep, _tail = topic.rpartition('/')
+    return f'{head}/camera_info' if head or topic.startswith('/') else 'camera_info'
+
+
+def _pose(value: object, where: str) -> Optional[Tuple[float, ...]]:
+    if value is None:
+        return None
+    numbers = (isinstance(value, list) and len(value) == 6
+               and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    if not numbers or not all(math.isfinite(v) for v in value):
+        raise RegsegError(f'{where} pose is {value!r}: give 6 numbers [x, y, z, roll, pitch, '
+                          'yaw] of the camera in base_link (metres, radians; pitch > 0 looks '
+                          'down), e.g. [1.8, 0.0, 1.5, 0.0, 0.17, 0.0], or leave pose out to '
+                          'use tf2')
+    return tuple(float(v) for v in value)
 
 
 def _camera(entry: object, index: int, source: str) -> Camera:
@@ -286,8 +327,13 @@ def _camera(entry: object, index: int, source: str) -> Camera:
     if not isinstance(namespace, str) or not normalize_namespace(namespace):
         raise RegsegError(f'{where} namespace is {namespace!r}: give a namespace such as '
                           f'{name}, or leave it out to use the camera name')
+    camera_info = entry.get('camera_info', sibling_camera_info(topic))
+    if not isinstance(camera_info, str) or not _TOPIC.fullmatch(camera_info.strip()):
+        raise RegsegError(f'{where} camera_info is {camera_info!r}: give its CameraInfo topic, '
+                          f'e.g. {sibling_camera_info(topic)}, or leave it out for that default')
     return Camera(name=name, topic=topic, transport=transport, enabled=enabled,
-                  namespace=normalize_namespace(namespace))
+                  namespace=normalize_namespace(namespace), camera_info=camera_info.strip(),
+                  pose=_pose(entry.get('pose'), where))
 
 
 def parse_cameras(data: object, source: str = 'cameras file') -> List[Camera]:
@@ -334,6 +380,37 @@ def load_cameras(path: str) -> List[Camera]:
 def enabled_cameras(cameras: Sequence[Camera]) -> List[Camera]:
     """Return the cameras with ``enabled: true``."""
     return [cam for cam in cameras if cam.enabled]
+
+
+def multi_camera_parameters(cameras: Sequence[Camera]) -> Dict[str, object]:
+    """Return the multi_camera_node parameters naming ``cameras`` (topics, namespaces)."""
+    params: Dict[str, object] = {'cameras': [cam.name for cam in cameras]}
+    for cam in cameras:
+        params[f'{cam.name}.topic'] = cam.topic
+        params[f'{cam.name}.transport'] = cam.transport
+        params[f'{cam.name}.namespace'] = cam.namespace.strip('/')
+    return params
+
+
+def freespace_parameters(cameras: Sequence[Camera], base_frame: str = 'base_link'
+                         ) -> Dict[str, object]:
+    """
+    Return the freespace_node parameters for ``cameras``.
+
+    Per camera NAME: ``NAME.labels_topic`` and ``NAME.confidence_topic`` (the segmentation
+    outputs under its namespace), ``NAME.camera_info_topic`` and, when the cameras file gives
+    one, ``NAME.pose`` (6 floats; without it the freespace node looks the camera up in tf2).
+    """
+    params: Dict[str, object] = {'cameras': [cam.name for cam in cameras],
+                                 'base_frame': base_frame}
+    for cam in cameras:
+        params[f'{cam.name}.labels_topic'] = output_topic(cam.namespace, 'labels')
+        params[f'{cam.name}.confidence_topic'] = output_topic(cam.namespace, 'confidence')
+        params[f'{cam.name}.camera_info_topic'] = cam.camera_info or sibling_camera_info(
+            cam.topic)
+        if cam.pose is not None:
+            params[f'{cam.name}.pose'] = [float(v) for v in cam.pose]
+    return params
 
 
 def launch_values(context_values: Mapping[str, str],
