@@ -369,6 +369,7 @@ def test_freespace_publisher_in_a_node_publishes_grid_and_scan():
         assert (grids[-1].header.stamp.sec, grids[-1].header.stamp.nanosec) == (42, 7)
         assert (grids[-1].info.width, grids[-1].info.height) == (400, 200)
         assert (scans[-1].header.stamp.sec, scans[-1].header.stamp.nanosec) == (42, 7)
+        assert run.node.fs.required_outputs() == {'labels'}
         keys = {kv.key for kv in run.node.fs.diagnostic_values()}
         assert {'freespace_missing_intrinsics', 'freespace_published'} <= keys
     finally:
@@ -384,6 +385,7 @@ def test_freespace_publisher_is_off_by_default():
     try:
         assert not run.node.fs.enabled
         assert not run.node.fs.update(None, np.zeros((4, 4), np.uint8))
+        assert run.node.fs.required_outputs() == set()
         assert not run.node.has_parameter('freespace.pose')
         topics = [name for name, _types in
                   run.node.get_publisher_names_and_types_by_node('seg_off', '/')

@@ -413,17 +413,27 @@ class FreespacePublisher:
         self.settings = Settings(node, p, label_set)
         if tf_buffer is None and value(node, p + 'pose') in (None, []):
             tf_buffer = make_tf_buffer(node)
+        # rclpy releases without Node.resolve_topic_name: the relative sibling (remap it too)
+        resolve = getattr(node, 'resolve_topic_name', lambda name: name)
         info_topic = (node.get_parameter(p + 'camera_info_topic').value
-                      or sibling_topic(node.resolve_topic_name(image_topic)))
+                      or sibling_topic(resolve(image_topic)))
         self.source = CameraSource(node, node.get_name(), p, info_topic, self.settings,
                                    tf_buffer)
         self.out = GridPublisher(node, self.settings)
         self.throttle = Throttle(node.get_logger())
         self.published = 0
 
-    def update(self, header, labels: np.ndarray, confidence: Optional[np.ndarray] = None) -> bool:
-        """Publish grid and scan for one label image (HxW uint8); False when left out."""
+    def required_outputs(self) -> set:
+        """Return the segmentation outputs ``update`` needs (labels; confidence if used)."""
         if not self.enabled:
+            return set()
+        return {'labels'} | ({'confidence'} if self.settings.semantics.min_confidence > 0
+                             else set())
+
+    def update(self, header, labels: Optional[np.ndarray],
+               confidence: Optional[np.ndarray] = None) -> bool:
+        """Publish grid and scan for one label image (HxW uint8); False when left out."""
+        if not self.enabled or labels is None:
             return False
         try:
             model = self.source.model()
