@@ -37,7 +37,7 @@ from regseg_ros.core.labels import CITYSCAPES
 from regseg_ros.ros.freespace_node import FreespaceNode, StartupError
 from regseg_ros.ros.freespace_ros import FreespacePublisher
 from ros_harness import make_image, NodeProcess, RosPeer
-from sensor_msgs.msg import CameraInfo, LaserScan
+from sensor_msgs.msg import CameraInfo, LaserScan, PointCloud2
 
 FRONT, SIDE = pinhole_camera('front'), fisheye_camera('side')
 GRID_ARGS = {'grid_resolution': 0.2, 'grid_forward': 30.0, 'grid_back': 10.0,
@@ -341,7 +341,8 @@ def test_startup_error_in_process_names_the_parameter():
 def test_freespace_publisher_in_a_node_publishes_grid_and_scan():
     overrides = [Parameter('freespace.enabled', value=True),
                  Parameter('freespace.pose', value=pose_param(FRONT)),
-                 Parameter('freespace.grid_resolution', value=0.2)]
+                 Parameter('freespace.grid_resolution', value=0.2),
+                 Parameter('freespace.publish_points', value=True)]
 
     def make(context):
         node = Node('seg', context=context, parameter_overrides=overrides)
@@ -350,8 +351,9 @@ def test_freespace_publisher_in_a_node_publishes_grid_and_scan():
     run = InProcess(make)
     try:
         assert run.node.fs.source.camera_info_topic == '/cam/camera_info'
-        grids, scans = [], []
+        grids, scans, points = [], [], []
         run.peer.create_subscription(OccupancyGrid, '/seg/freespace_grid', grids.append, 10)
+        run.peer.create_subscription(PointCloud2, '/seg/freespace_points', points.append, 10)
         run.peer.create_subscription(LaserScan, '/seg/freespace_scan', scans.append, 10)
         info = run.peer.create_publisher(CameraInfo, '/cam/camera_info', 10)
         labels = render(FRONT)
@@ -364,11 +366,19 @@ def test_freespace_publisher_in_a_node_publishes_grid_and_scan():
             info.publish(camera_info(FRONT))
             run.node.fs.update(header, labels)
         run.peer.create_timer(0.5, publish)
-        run.spin_until(lambda: grids and scans, 60.0, 'grid and scan')
+        run.spin_until(lambda: grids and scans and points, 60.0, 'grid, scan and points')
         assert grids[-1].header.frame_id == 'base_link'
         assert (grids[-1].header.stamp.sec, grids[-1].header.stamp.nanosec) == (42, 7)
         assert (grids[-1].info.width, grids[-1].info.height) == (400, 200)
         assert (scans[-1].header.stamp.sec, scans[-1].header.stamp.nanosec) == (42, 7)
+        # the boundary points are the occupied cells' centres on the ground
+        data = np.frombuffer(bytes(grids[-1].data), np.int8)
+        cloud = points[-1]
+        assert cloud.header.frame_id == 'base_link'
+        assert [f.name for f in cloud.fields] == ['x', 'y', 'z']
+        xyz = np.frombuffer(bytes(cloud.data), np.float32).reshape(-1, 3)
+        assert cloud.width == len(xyz) == (data == OCCUPIED).sum() > 5
+        assert np.all(np.abs(xyz[:, 0] - 12.0) < 0.5) and np.all(xyz[:, 2] == 0.0)
         assert run.node.fs.required_outputs() == {'labels'}
         keys = {kv.key for kv in run.node.fs.diagnostic_values()}
         assert {'freespace_missing_intrinsics', 'freespace_published'} <= keys
