@@ -21,6 +21,7 @@ ROS side of freespace: message conversions, parameters and one camera's grid and
 per camera and fuses them.
 """
 
+import array
 import math
 import threading
 import time
@@ -199,6 +200,17 @@ def labels_array(msg, what: str = 'labels') -> np.ndarray:
     return data.reshape(h, step)[:, :w]
 
 
+def _array(typecode: str, values: np.ndarray) -> array.array:
+    """
+    Return an array.array of the values' bytes: what every rosidl sequence setter takes fast.
+
+    Humble's setters reject numpy arrays and check bytes element by element.
+    """
+    out = array.array(typecode)
+    out.frombytes(np.ascontiguousarray(values).tobytes())
+    return out
+
+
 def grid_msg(stamp, frame_id: str, grid: GridSpec, data: np.ndarray) -> OccupancyGrid:
     msg = OccupancyGrid()
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
@@ -209,7 +221,7 @@ def grid_msg(stamp, frame_id: str, grid: GridSpec, data: np.ndarray) -> Occupanc
     msg.info.origin.position.x, msg.info.origin.position.y = float(ox), float(oy)
     msg.info.origin.position.z = float(oz)
     msg.info.origin.orientation.w = 1.0
-    msg.data = data.astype(np.int8, copy=False).tobytes()
+    msg.data = _array('b', data.astype(np.int8, copy=False))
     return msg
 
 
@@ -221,7 +233,7 @@ def scan_msg(stamp, frame_id: str, scan: VirtualScan, ranges: np.ndarray) -> Las
     msg.angle_max = float(msg.angle_min + (scan.bins - 1) * scan.angle_increment)
     msg.range_min = 0.0
     msg.range_max = float(scan.max_range)
-    msg.ranges = ranges.astype(np.float32, copy=False)
+    msg.ranges = _array('f', ranges.astype(np.float32, copy=False))
     return msg
 
 
@@ -234,7 +246,7 @@ def points_msg(stamp, frame_id: str, points: np.ndarray) -> PointCloud2:
     msg.is_bigendian = False
     msg.point_step, msg.row_step = 12, 12 * len(points)
     msg.is_dense = True
-    msg.data = np.ascontiguousarray(points, np.float32).tobytes()
+    msg.data = _array('B', np.ascontiguousarray(points, np.float32))
     return msg
 
 
