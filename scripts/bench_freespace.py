@@ -113,15 +113,17 @@ def main(argv=None) -> int:
               f'build, {lookup.size} cells seen')
     scan = VirtualScan(grid, math.radians(0.5), 40.0)
     per_camera = [[] for _ in lookups]
+    cpu = [[] for _ in lookups]   # this thread's CPU time: what other processes cannot inflate
     fusion, scanning, total = [], [], []
     out = None
     for frame in range(args.frames):
         t_all = time.perf_counter()
         cells = []
         for i, lookup in enumerate(lookups):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             cells.append(camera_cells(lookup, semantics, images[i][frame % 4]))
             per_camera[i].append(time.perf_counter() - t0)
+            cpu[i].append(time.thread_time() - c0)
         t0 = time.perf_counter()
         out = fuse(grid, cells, out)
         fusion.append(time.perf_counter() - t0)
@@ -129,15 +131,17 @@ def main(argv=None) -> int:
         scan.ranges(out)
         scanning.append(time.perf_counter() - t0)
         total.append(time.perf_counter() - t_all)
-    for (model, _pose), times in zip(cameras(height, width), per_camera):
+    for (model, _pose), times, cpu_times in zip(cameras(height, width), per_camera, cpu):
         print(f'  update {model.name:5s}: {statistics.median(times) * 1e3:6.2f} ms per frame '
-              f'(best {min(times) * 1e3:5.2f}, p95 {np.percentile(times, 95) * 1e3:6.2f} ms)')
+              f'(best {min(times) * 1e3:5.2f}, p95 {np.percentile(times, 95) * 1e3:6.2f} ms; '
+              f'CPU time {statistics.median(cpu_times) * 1e3:5.2f} ms)')
     worst = max(statistics.median(t) for t in per_camera)
+    worst_cpu = max(statistics.median(t) for t in cpu)
     print(f'  fusion of 4 cameras: {statistics.median(fusion) * 1e3:6.2f} ms; virtual scan '
           f'({scan.bins} bins): {statistics.median(scanning) * 1e3:6.2f} ms')
     print(f'  all 4 cameras + fusion + scan: {statistics.median(total) * 1e3:6.2f} ms per frame')
     print(f'goal <= 5 ms per camera: {"met" if worst <= 5e-3 else "NOT met"} '
-          f'(slowest camera {worst * 1e3:.2f} ms)')
+          f'(slowest camera median {worst * 1e3:.2f} ms wall, {worst_cpu * 1e3:.2f} ms CPU)')
     return 0
 
 
