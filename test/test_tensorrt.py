@@ -159,7 +159,7 @@ BASE = {'onnx_sha256': 'a' * 64, 'tensorrt_version': '10.3.0', 'gpu_name': 'Orin
 @pytest.mark.parametrize('field,value', [
     ('onnx_sha256', 'b' * 64), ('tensorrt_version', '8.5.2.2'), ('gpu_name', 'Tesla T4'),
     ('compute_capability', '7.5'), ('precision', 'fp32'), ('input_shape', (1, 3, 512, 1024)),
-    ('calibration', '0123456789abcdef'),
+    ('calibration', '0123456789abcdef'), ('max_batch', 4),
 ])
 def test_engine_key_changes_with_each_input_that_makes_an_engine(field, value):
     key = cache.engine_key(cache.engine_metadata(**BASE))
@@ -284,6 +284,9 @@ def fake_tensorrt(version='10.3.0', calibrator=True, fp16=True, monitor=True):
 
         shapes = None
 
+        def get_input(self, i):
+            return types.SimpleNamespace(name='image', shape=self.shapes['image'])
+
     class Parser:
 
         def __init__(self, network, logger):
@@ -292,8 +295,9 @@ def fake_tensorrt(version='10.3.0', calibrator=True, fp16=True, monitor=True):
 
         def parse(self, data):
             graph = onnx.load_from_string(data)
-            self.network.shapes = {
-                v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
+            self.network.shapes = {   # a symbolic axis (dim_param) reads -1, as in TensorRT
+                v.name: tuple(d.dim_value if d.dim_value else -1
+                              for d in v.type.tensor_type.shape.dim)
                 for v in (graph.graph.input[0], graph.graph.output[0])}
             return True
 
@@ -310,6 +314,14 @@ def fake_tensorrt(version='10.3.0', calibrator=True, fp16=True, monitor=True):
         def __init__(self):
             self.flags, self.limits, self.cache = set(), {}, None
             self.progress_monitor = self.int8_calibrator = None
+            self.profiles, self.calibration_profile = [], None
+
+        def add_optimization_profile(self, profile):
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def set_calibration_profile(self, profile):
+            self.calibration_profile = profile
 
         def set_memory_pool_limit(self, pool, size):
             self.limits[pool] = size
@@ -341,6 +353,12 @@ def fake_tensorrt(version='10.3.0', calibrator=True, fp16=True, monitor=True):
         def create_builder_config(self):
             return Config()
 
+        def create_optimization_profile(self):
+            profile = types.SimpleNamespace(shapes={})
+            profile.set_shape = lambda name, low, opt, high: profile.shapes.__setitem__(
+                name, [list(low), list(opt), list(high)])
+            return profile
+
         def build_serialized_network(self, network, config):
             trt.calls.append(('build', sorted(config.flags), dict(config.limits)))
             if config.progress_monitor is not None:
@@ -349,13 +367,24 @@ def fake_tensorrt(version='10.3.0', calibrator=True, fp16=True, monitor=True):
                 config.progress_monitor.phase_finish('Building engine')
             self.logger.log(_Severity.WARNING, 'a builder warning')
             self.logger.log(_Severity.INFO, 'chatter nobody needs')
-            return json.dumps({k: list(v) for k, v in network.shapes.items()}).encode()
+            trt.profiles = [p.shapes for p in config.profiles]
+            if any(-1 in v for v in network.shapes.values()) and not config.profiles:
+                return None   # TensorRT: a dynamic input needs an optimisation profile
+            data = {k: list(v) for k, v in network.shapes.items()}
+            if config.profiles:
+                data['_profile'] = config.profiles[0].shapes['image']
+            return json.dumps(data).encode()
 
     class Engine:
 
         def __init__(self, shapes):
+            self.profile = shapes.pop('_profile', None)
             self.shapes = shapes
             self.num_io_tensors = len(shapes)
+
+        def get_tensor_profile_shape(self, name, index):
+            assert name == 'image' and index == 0 and self.profile is not None
+            return [tuple(s) for s in self.profile]
 
         def get_tensor_name(self, i):
             return list(self.shapes)[i]
@@ -374,7 +403,8 @@ def fake_tensorrt(version='10.3.0', calibrator=True, fp16=True, monitor=True):
         def deserialize_cuda_engine(self, data):
             trt.calls.append(('deserialize',))
             try:
-                return Engine({k: tuple(v) for k, v in json.loads(data).items()})
+                return Engine({k: (v if k == '_profile' else tuple(v))
+                               for k, v in json.loads(data).items()})
             except ValueError:
                 return None
 
@@ -597,3 +627,52 @@ def test_tensorrt_fp16_labels_agree_with_cpu_fp32(tmp_path):
     assert again.engine_source == 'cache'
     assert (again.infer([frame], [(512, 1024)])[0].labels == pred.labels).all()
     again.close()
+
+
+def test_onnx_with_a_dynamic_batch_axis_runs_any_batch_like_batch_1(tmp_path):
+    torch.manual_seed(0)
+    model = randomise_bn(build_model('exp48_decoder26'), seed=5)
+    path = trt_backend.export_network_onnx(model, tmp_path / 'dyn.onnx', 64, 128,
+                                           dynamic_batch=True)
+    graph = onnx.load(path)
+    onnx.checker.check_model(graph)
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in (graph.graph.input[0], graph.graph.output[0])]
+    assert dims == [['batch', 3, 64, 128], ['batch', 19, 16, 32]]
+    x = torch.randn(3, 3, 64, 128)
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    together = session.run(None, {'image': x.numpy()})[0]
+    alone = np.concatenate([session.run(None, {'image': x[i:i + 1].numpy()})[0]
+                            for i in range(3)])
+    assert together.shape == (3, 19, 16, 32)
+    assert np.abs(together - alone).max() <= 1e-4
+
+
+def test_max_batch_builds_an_engine_with_a_batch_profile_and_its_own_cache_key(tmp_path):
+    fake, messages = fake_tensorrt(), []
+    single = make_backend(tmp_path, fake, messages)
+    prepare(single)
+    batched = make_backend(tmp_path, fake, messages, options={'max_batch': 4})
+    engine = prepare(batched)
+    assert [c[0] for c in fake.calls] == ['build', 'deserialize', 'build', 'deserialize']
+    assert fake.profiles == [{'image': [[1, 3, 64, 128], [4, 3, 64, 128], [4, 3, 64, 128]]}]
+    assert batched.engine_file != single.engine_file and '-b4-' in batched.engine_file.name
+    meta = json.loads(batched.engine_file.with_suffix('.json').read_text())
+    assert meta['batch_profile'] == [1, 4] and meta['input_shape'] == [1, 3, 64, 128]
+    assert trt_backend.check_io(fake, engine, (64, 128), 19, 'engine') == (
+        (4, 3, 64, 128), (4, 19, 16, 32))
+    assert any('batch 1..4' in m for m in messages)
+    fake.calls.clear()
+    prepare(make_backend(tmp_path, fake, messages, options={'max_batch': 4}))
+    assert [c[0] for c in fake.calls] == ['deserialize']   # found in the cache next time
+    with pytest.raises(RegsegError, match='option max_batch is 0: set it to a whole number'):
+        make_backend(tmp_path, fake, messages, options={'max_batch': 0})
+
+
+def test_a_batch_profile_needs_a_dynamic_onnx(tmp_path):
+    fake = fake_tensorrt()
+    model = build_model('exp48_decoder26')
+    static = trt_backend.export_network_onnx(model, tmp_path / 's.onnx', 64, 128)
+    with pytest.raises(RegsegError, match=r"has shape \(1, 3, 64, 128\), not a dynamic batch "
+                                          r'axis: it cannot take batch 1..4'):
+        trt_build.build_serialized_engine(fake, static, 'fp16', [].append, max_batch=4)

@@ -16,7 +16,8 @@
 The TensorRT engine cache: keys, metadata and the rebuild decision (no TensorRT needed).
 
 An engine is only valid for the ONNX it was built from, the TensorRT version that built it, the
-GPU model (compute capability) it was tuned on, its precision and its static input shape. Each
+GPU model (compute capability) it was tuned on, its precision, its input shape and its batch
+profile (``[1, N]``: an optimisation profile for batch 1..N; ``[1, 1]``: a static batch 1). Each
 of these is part of the metadata written beside the engine; the cache key is a hash of that
 metadata, so a change of any of them selects another engine file and never reuses a stale one.
 """
@@ -36,17 +37,22 @@ from regseg_ros.model.weights import default_cache_dir
 # Bump when the way engines are built or used changes in a way the other fields do not show.
 CACHE_FORMAT = 1
 KEY_FIELDS = ('format', 'onnx_sha256', 'tensorrt', 'gpu', 'compute_capability', 'precision',
-              'input_shape', 'calibration')
+              'input_shape', 'calibration', 'batch_profile')
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
 
 
 def engine_metadata(onnx_sha256: str, tensorrt_version: str, gpu_name: str,
                     compute_capability: str, precision: str, input_shape: Sequence[int],
-                    calibration: str = '') -> Dict[str, object]:
-    """Return what an engine depends on; ``calibration`` hashes the int8 calibration images."""
+                    calibration: str = '', max_batch: int = 1) -> Dict[str, object]:
+    """
+    Return what an engine depends on; ``calibration`` hashes the int8 calibration images.
+
+    ``max_batch`` > 1: the engine has an optimisation profile for batch 1..max_batch.
+    """
     return {'format': CACHE_FORMAT, 'onnx_sha256': onnx_sha256, 'tensorrt': tensorrt_version,
             'gpu': gpu_name, 'compute_capability': compute_capability, 'precision': precision,
-            'input_shape': [int(d) for d in input_shape], 'calibration': calibration}
+            'input_shape': [int(d) for d in input_shape], 'calibration': calibration,
+            'batch_profile': [1, int(max_batch)]}
 
 
 def engine_key(metadata: Mapping[str, object]) -> str:

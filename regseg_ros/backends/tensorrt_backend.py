@@ -23,8 +23,10 @@ resolution spares it the largest tensor of the network (19 full-size logit plane
 labels identical in definition to the torch backend's.
 
 Engines are cached under ``<cache_dir>/engines``, keyed by the ONNX hash, TensorRT version, GPU
-name and compute capability, precision and input shape (see :mod:`engine_cache`). TensorRT is
-imported in :meth:`TensorRTBackend.load`, never when this module is imported.
+name and compute capability, precision, input shape and batch profile (see :mod:`engine_cache`).
+With ``options['max_batch']`` N > 1 (multi_camera_node) the ONNX has a dynamic batch axis and the
+engine an optimisation profile for batch 1..N: a batch of cameras runs as one execution. TensorRT
+is imported in :meth:`TensorRTBackend.load`, never when this module is imported.
 """
 
 import os
@@ -35,7 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from regseg_ros.backends import default_log
+from regseg_ros.backends import default_log, max_batch_option
 from regseg_ros.backends.base import Backend, BackendConfig, Prediction
 from regseg_ros.backends.engine_cache import (
     build_lock, calibration_hash, calibration_images, engine_dir, engine_files, engine_metadata,
@@ -51,7 +53,7 @@ from regseg_ros.model.weights import file_sha256
 import torch
 from torch import nn
 
-OPTIONS = ('engine_path', 'workspace_mb', 'int8_calibration_dir', 'timing_cache')
+OPTIONS = ('engine_path', 'workspace_mb', 'int8_calibration_dir', 'timing_cache', 'max_batch')
 
 
 class QuarterLogits(nn.Module):
@@ -65,15 +67,17 @@ class QuarterLogits(nn.Module):
         return self.model.forward_quarter(x)
 
 
-def export_network_onnx(model: nn.Module, path: os.PathLike, height: int, width: int) -> str:
+def export_network_onnx(model: nn.Module, path: os.PathLike, height: int, width: int,
+                        dynamic_batch: bool = False) -> str:
     """
     Write the ONNX the TensorRT engine is built from (opset 17, static shape, fp32).
 
-    Input ``image`` (1, 3, H, W) normalised RGB; output ``logits`` (1, C, H/4, W/4). BatchNorm
-    is folded first; the bytes are deterministic, so their hash can key the engine cache.
+    Input ``image`` (1, 3, H, W) normalised RGB; output ``logits`` (1, C, H/4, W/4); with
+    ``dynamic_batch`` the batch axis is symbolic. BatchNorm is folded first; the bytes are
+    deterministic, so their hash can key the engine cache.
     """
     model = fold_batchnorm(model).float().cpu()
-    return export_onnx(QuarterLogits(model), path, height, width)
+    return export_onnx(QuarterLogits(model), path, height, width, dynamic_batch=dynamic_batch)
 
 
 def gpu_identity(device: torch.device) -> Tuple[str, str]:
@@ -94,7 +98,11 @@ def torch_dtype(trt, dtype) -> torch.dtype:
 
 def check_io(trt, engine, input_size: Tuple[int, int], num_classes: int, source: str
              ) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
-    """Check an engine's tensors against the network settings; return input, output shapes."""
+    """
+    Check an engine's tensors against the network settings; return input, output shapes.
+
+    The shapes are at the engine's largest batch (its profile's maximum; 1 for a static engine).
+    """
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
     outputs = [n for n in names if n not in inputs]
@@ -104,13 +112,16 @@ def check_io(trt, engine, input_size: Tuple[int, int], num_classes: int, source:
             f'[{OUTPUT_NAME!r}]: it was not built by regseg_ros; build one with build_engine')
     h, w = input_size
     in_shape = tuple(engine.get_tensor_shape(INPUT_NAME))
-    if in_shape != (1, 3, h, w):
+    if in_shape[:1] == (-1,):   # dynamic batch: the profile says how large
+        in_shape = tuple(engine.get_tensor_profile_shape(INPUT_NAME, 0)[2])
+    if in_shape[1:] != (3, h, w):
         raise RegsegError(
             f'{source} takes input {in_shape}, but the network size is {w}x{h} (expects '
-            f'{(1, 3, h, w)}): set network_height/network_width to the size of the engine, '
+            f'{(in_shape[0], 3, h, w)}): set network_height/network_width to the size of the '
+            'engine, '
             'or '
             f'rebuild it with build_engine --network-size {w}x{h}')
-    out_shape = tuple(engine.get_tensor_shape(OUTPUT_NAME))
+    out_shape = (in_shape[0],) + tuple(engine.get_tensor_shape(OUTPUT_NAME))[1:]
     if len(out_shape) != 4 or out_shape[1] != num_classes:
         raise RegsegError(
             f'{source} outputs {out_shape}, not {num_classes} classes: use the label set the '
@@ -135,6 +146,8 @@ class TensorRTBackend(Backend):
         self.engine_file: Optional[Path] = None
         self.engine_source = ''   # 'cache', 'built' or 'engine_path'
         self.build_reason: Optional[str] = None
+        self.max_batch = max_batch_option(config.options)
+        self.engine_batch = 1     # the largest batch the engine takes (its profile's maximum)
 
     # -- options -----------------------------------------------------------------------------
     def _options(self) -> Dict[str, object]:
@@ -206,13 +219,16 @@ class TensorRTBackend(Backend):
         with tempfile.TemporaryDirectory(prefix='regseg-onnx-') as tmp:
             onnx_path = Path(tmp) / 'regseg.onnx'
             start = time.monotonic()
-            export_network_onnx(load_regseg(cfg), onnx_path, h, w)
+            export_network_onnx(load_regseg(cfg), onnx_path, h, w,
+                                dynamic_batch=self.max_batch > 1)
             self.log(f'exported the network to ONNX for TensorRT ({w}x{h}) in '
                      f'{time.monotonic() - start:.1f} s')
             meta = engine_metadata(file_sha256(onnx_path), trt.__version__, self.gpu[0],
-                                   self.gpu[1], cfg.precision, (1, 3, h, w), calibration)
+                                   self.gpu[1], cfg.precision, (1, 3, h, w), calibration,
+                                   max_batch=self.max_batch)
             directory = engine_dir(cfg.cache_dir)
-            stem = f'regseg-{cfg.model}-{cfg.num_classes}c-{w}x{h}-{cfg.precision}'
+            stem = f'regseg-{cfg.model}-{cfg.num_classes}c-{w}x{h}-{cfg.precision}' + (
+                f'-b{self.max_batch}' if self.max_batch > 1 else '')
             engine_file, meta_file = engine_files(directory, stem, meta)
             self.engine_file = engine_file
             with build_lock(engine_file, self.log):
@@ -230,8 +246,9 @@ class TensorRTBackend(Backend):
                         why = stale_reason(meta, sibling[1]) or 'its key differs'
                         reason += f' ({sibling[0].name} does not fit: {why})'
                 self.build_reason = reason
-                self.log(f'building a TensorRT engine for {cfg.model} {w}x{h} {cfg.precision} '
-                         f'on {self.gpu[0]}: {reason}')
+                batch = f' batch 1..{self.max_batch}' if self.max_batch > 1 else ''
+                self.log(f'building a TensorRT engine for {cfg.model} {w}x{h} {cfg.precision}'
+                         f'{batch} on {self.gpu[0]}: {reason}')
                 calibrator = None
                 if images:
                     calibrator = make_calibrator(trt, images, self._calibration_input,
@@ -240,7 +257,7 @@ class TensorRTBackend(Backend):
                     f'timing-trt{trt.__version__}-sm{self.gpu[1]}.cache')
                 data = build_serialized_engine(
                     trt, onnx_path, cfg.precision, self.log, workspace_mb=opts['workspace_mb'],
-                    timing_cache=timing, calibrator=calibrator)
+                    timing_cache=timing, calibrator=calibrator, max_batch=self.max_batch)
                 write_atomic(engine_file, data)
                 write_metadata(meta_file, dict(
                     meta, model=cfg.model, num_classes=cfg.num_classes,
@@ -272,7 +289,7 @@ class TensorRTBackend(Backend):
         else:
             expected = dict(meta, tensorrt=trt.__version__, gpu=self.gpu[0],
                             compute_capability=self.gpu[1], precision=cfg.precision,
-                            input_shape=[1, 3, h, w])
+                            input_shape=[1, 3, h, w], batch_profile=meta.get('batch_profile'))
             why = stale_reason(expected, meta)
             if why:
                 self.log(f'engine_path {str(path)!r} may not fit ({why}); trying it anyway')
@@ -305,9 +322,13 @@ class TensorRTBackend(Backend):
         trt, engine, cfg = self.trt, self.engine, self.config
         in_shape, out_shape = check_io(trt, engine, cfg.input_size, cfg.num_classes,
                                        f'engine {self.engine_file}')
+        self.engine_batch = in_shape[0]
+        if self.engine_batch < self.max_batch:
+            self.log(f'the engine takes batch 1..{self.engine_batch}, max_batch is '
+                     f'{self.max_batch}: larger batches run in parts')
         self.context = engine.create_execution_context()
         self.context.set_input_shape(INPUT_NAME, in_shape)
-        out_shape = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
+        out_shape = (in_shape[0],) + tuple(self.context.get_tensor_shape(OUTPUT_NAME))[1:]
         self.input = torch.empty(in_shape, device=self.device,
                                  dtype=torch_dtype(trt, engine.get_tensor_dtype(INPUT_NAME)))
         self.output = torch.empty(out_shape, device=self.device,
@@ -328,17 +349,25 @@ class TensorRTBackend(Backend):
               with_confidence: bool = False) -> List[Prediction]:
         size = tuple(self.config.input_size)
         results = []
+        step = self.engine_batch
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
-            for img, out_size in zip(images, output_sizes):   # the engine has batch 1
-                x = prepare_on_gpu([img], size, self.device, torch.float32)
-                self.input.copy_(x * self.scale - self.shift)
+            for i in range(0, len(images), step):   # the engine's profile: batch 1..step
+                part = images[i:i + step]
+                n = len(part)
+                x = prepare_on_gpu(part, size, self.device, torch.float32)
+                # the first n rows of the buffers: their addresses stay the bound ones
+                self.context.set_input_shape(INPUT_NAME, (n,) + tuple(self.input.shape[1:]))
+                self.input[:n].copy_(x * self.scale - self.shift)
+                start = time.perf_counter()
                 self._execute()
-                results += predictions_from_quarter(self.output, size, [out_size],
-                                                    with_confidence)
+                results += predictions_from_quarter(self.output[:n], size,
+                                                    output_sizes[i:i + step], with_confidence)
+                self.last_forward_s = time.perf_counter() - start
         return results
 
     def forward_only(self) -> None:
         with torch.cuda.device(self.device):
+            self.context.set_input_shape(INPUT_NAME, (1,) + tuple(self.input.shape[1:]))
             self._execute()
             self.stream.synchronize()
 

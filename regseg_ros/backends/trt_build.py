@@ -272,15 +272,37 @@ def _attach_timing_cache(trt, config, path: Optional[Path], log: Log):
     return cache
 
 
+def add_batch_profile(builder, network, config, max_batch: int) -> None:
+    """Add an optimisation profile for batch 1..max_batch of the network's (dynamic) input."""
+    tensor = network.get_input(0)
+    shape = tuple(tensor.shape)
+    if len(shape) != 4 or shape[0] != -1:
+        raise RegsegError(f'the ONNX input {tensor.name!r} has shape {shape}, not a dynamic batch '
+                          f'axis: it cannot take batch 1..{max_batch} (export it with '
+                          'dynamic_batch=True)')
+    rest = tuple(int(d) for d in shape[1:])
+    profile = builder.create_optimization_profile()
+    profile.set_shape(tensor.name, (1,) + rest, (max_batch,) + rest, (max_batch,) + rest)
+    config.add_optimization_profile(profile)
+    if hasattr(config, 'set_calibration_profile'):
+        # int8: the calibrator feeds one image at a time (batch 1, min = opt = max)
+        single = builder.create_optimization_profile()
+        single.set_shape(tensor.name, (1,) + rest, (1,) + rest, (1,) + rest)
+        config.set_calibration_profile(single)
+
+
 def build_serialized_engine(trt, onnx_path: os.PathLike, precision: str, log: Log,
                             workspace_mb: Optional[int] = None,
                             timing_cache: Optional[os.PathLike] = None,
-                            calibrator=None, heartbeat_s: float = HEARTBEAT_S) -> bytes:
+                            calibrator=None, heartbeat_s: float = HEARTBEAT_S,
+                            max_batch: int = 1) -> bytes:
     """
     Parse ``onnx_path`` and build a serialized engine at ``precision``; log progress meanwhile.
 
     ``workspace_mb`` caps the builder's scratch memory (Jetson: GPU and CPU share RAM);
     ``timing_cache`` is read before and written after the build, so rebuilds are faster.
+    ``max_batch`` > 1 needs an ONNX with a dynamic batch axis: the engine gets an optimisation
+    profile for batch 1..max_batch, tuned for max_batch (every camera in one batch).
     """
     check_precision(trt, precision, log)
     logger = make_logger(trt, log)
@@ -293,6 +315,8 @@ def build_serialized_engine(trt, onnx_path: os.PathLike, precision: str, log: Lo
             f'TensorRT {trt.__version__} cannot parse the ONNX {os.fspath(onnx_path)!r}: '
             f'{"; ".join(errors) or "no details"}; report this with the TensorRT version')
     config = builder.create_builder_config()
+    if max_batch > 1:
+        add_batch_profile(builder, network, config, max_batch)
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if precision == 'fp32' and hasattr(trt.BuilderFlag, 'TF32'):

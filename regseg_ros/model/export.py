@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Export RegSeg to ONNX with static shapes (what TensorRT consumes)."""
+"""Export RegSeg to ONNX with static shapes, or a dynamic batch axis (what TensorRT consumes)."""
 
 import os
 import warnings
@@ -26,11 +26,12 @@ OUTPUT_NAME = 'logits'
 
 
 def export_onnx(model: nn.Module, path: os.PathLike, height: int, width: int,
-                opset: int = 17) -> str:
+                opset: int = 17, dynamic_batch: bool = False) -> str:
     """
     Write ``model`` as ONNX with static shapes and no sequence ops.
 
-    Input ``image`` (1, 3, H, W) float32 normalised RGB, output ``logits`` (1, C, H, W).
+    Input ``image`` (1, 3, H, W) float32 normalised RGB, output ``logits`` (1, C, H, W); with
+    ``dynamic_batch`` the first axis of both is the symbolic ``batch`` (H and W stay fixed).
     """
     if height < 32 or width < 32:
         raise RegsegError(f'export size {width}x{height} (width x height) is too small: use at '
@@ -43,5 +44,7 @@ def export_onnx(model: nn.Module, path: os.PathLike, height: int, width: int,
         warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation notice
         torch.onnx.export(model, (dummy,), path, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
-                          do_constant_folding=True)
+                          do_constant_folding=True,
+                          dynamic_axes=({INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}}
+                                        if dynamic_batch else None))
     return path
