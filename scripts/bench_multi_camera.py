@@ -47,10 +47,10 @@ import tempfile
 import threading
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from regseg_ros.tools.cli import ArgumentParser, parse_size
 from regseg_ros.tools.demo import confine_dds, load_frames, node_command, SAMPLE_DIR
@@ -223,8 +223,9 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix='regseg-bench-multi-') as tmp:
         for setup in args.setups.split(','):
-            fps, per_cam, rss, arrived, cores = run_setup(setup, cameras, frames, (nh, nw), args.rate,
-                                                   args.seconds, args.warmup, Path(tmp))
+            fps, per_cam, rss, arrived, cores = run_setup(
+                setup, cameras, frames, (nh, nw), args.rate, args.seconds, args.warmup,
+                Path(tmp))
             results[setup] = (fps, rss, fps / cores if cores else float('nan'))
             print(f'{setup:12s} processed {fps:6.2f} frames/s total '
                   f'({", ".join(f"{c} {v:.2f}" for c, v in per_cam.items())}); '

@@ -210,9 +210,40 @@ def two_cameras(small_params, cameras_file):
     """vehicle_cameras.launch.py with two enabled cameras (raw and compressed) and one disabled."""
     return launch.LaunchDescription([
         include('vehicle_cameras.launch.py', platform='cpu', allow_untrained='true',
-                params_file=small_params, cameras_file=cameras_file),
+                params_file=small_params, cameras_file=cameras_file,
+                process_per_camera='true', freespace='false'),
         launch_pytest.actions.ReadyToTest(),
     ])
+
+
+@launch_pytest.fixture
+def one_process(small_params, cameras_file):
+    """vehicle_cameras.launch.py as by default: one multi_camera_node for both cameras."""
+    return launch.LaunchDescription([
+        include('vehicle_cameras.launch.py', platform='cpu', allow_untrained='true',
+                params_file=small_params, cameras_file=cameras_file, freespace='false'),
+        launch_pytest.actions.ReadyToTest(),
+    ])
+
+
+@pytest.mark.launch(fixture=one_process)
+def test_vehicle_launch_by_default_serves_every_camera_from_one_process():
+    peer = RosPeer('launch_pytest_multi')
+    try:
+        wait_for_outputs(peer, Image, '/lp_front_cam/image_raw',
+                         make_image(frame(), 'rgb8', stamp=(6, 0), frame_id='lp_front'),
+                         '/lp_front')
+        ok, buf = cv2.imencode('.png', frame()[..., ::-1])
+        assert ok
+        msg = CompressedImage(format='png', data=buf.tobytes())
+        msg.header.stamp.sec, msg.header.frame_id = 7, 'lp_left'
+        wait_for_outputs(peer, CompressedImage, '/lp_left_cam/image_raw/compressed', msg,
+                         '/lp_left')
+        names = peer.node.get_node_names_and_namespaces()
+        assert ('multi_camera', '/') in names
+        assert not any(name == 'regseg' for name, _ns in names)
+    finally:
+        peer.close()
 
 
 @pytest.mark.launch(fixture=two_cameras)

@@ -673,6 +673,6 @@ def test_a_batch_profile_needs_a_dynamic_onnx(tmp_path):
     fake = fake_tensorrt()
     model = build_model('exp48_decoder26')
     static = trt_backend.export_network_onnx(model, tmp_path / 's.onnx', 64, 128)
-    with pytest.raises(RegsegError, match=r"has shape \(1, 3, 64, 128\), not a dynamic batch "
+    with pytest.raises(RegsegError, match=r'has shape \(1, 3, 64, 128\), not a dynamic batch '
                                           r'axis: it cannot take batch 1..4'):
         trt_build.build_serialized_engine(fake, static, 'fp16', [].append, max_batch=4)
