@@ -27,6 +27,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.serialization import deserialize_message
 from regseg_ros.core.errors import RegsegError
 from regseg_ros.core.imaging import decode_compressed, decode_image
 from regseg_ros.core.stats import RateWindow, SampleWindow
@@ -68,8 +69,11 @@ class CameraPipeline:
         self._settings = settings
         self.publishers = {out: node.create_publisher(Image, outputs[out], out_qos)
                            for out in OUTPUTS}
-        msg_type = CompressedImage if transport == 'compressed' else Image
-        self.subscription = node.create_subscription(msg_type, topic, self.offer, in_qos)
+        self.msg_type = CompressedImage if transport == 'compressed' else Image
+        # raw: the executor only copies the serialized bytes; a frame is deserialized when the
+        # worker takes it, so frames dropped for newer ones cost no Python message each.
+        self.subscription = node.create_subscription(self.msg_type, topic, self.offer, in_qos,
+                                                     raw=True)
         self.pending: Optional[Tuple[object, float]] = None
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._in_rate, self._out_rate = RateWindow(), RateWindow()
@@ -97,9 +101,20 @@ class CameraPipeline:
             self._cond.notify()
 
     def take(self) -> Optional[Tuple[object, float]]:
-        """Remove and return the pending (msg, received_at); call with the condition held."""
+        """Remove and return the pending (serialized msg, received_at); hold the condition."""
         frame, self.pending = self.pending, None
         return frame
+
+    def message(self, data: bytes):
+        """Deserialize a frame taken from the slot; None when it cannot be (counted rejected)."""
+        try:
+            return deserialize_message(data, self.msg_type)
+        except Exception as exc:  # noqa: B902 keep serving: rclpy raises several types here
+            with self._cond:
+                self.counts['rejected'] += 1
+                self._last_error = f'rejected frame: cannot deserialize it ({exc})'
+                self._last_rejected = True
+            return None
 
     # -- worker thread ------------------------------------------------------------------------
     def wanted(self) -> set:
@@ -254,12 +269,13 @@ class BatchWorker:
 
     def _process(self, batch) -> None:
         frames = []   # (camera, msg, received_at, rgb, size, wanted)
-        for cam, msg, received_at in batch:
+        for cam, data, received_at in batch:
             wanted = cam.wanted()
             if not wanted:
                 cam.count('idle')  # nobody listens: skip decode and inference
                 continue
-            decoded = cam.decode(msg, self._network_size)
+            msg = cam.message(data)
+            decoded = None if msg is None else cam.decode(msg, self._network_size)
             if decoded is not None:
                 frames.append((cam, msg, received_at) + tuple(decoded) + (wanted,))
         if not frames:
