@@ -491,3 +491,44 @@ def test_decompression_bombs_are_refused_before_decoding_memory_stays_flat(tmp_p
                            what='a good frame after the bombs')
     finally:
         assert proc.stop() == 0, proc.log()
+
+
+def test_freespace_inside_the_node_publishes_grid_and_scan_in_base_link(tmp_path, peer):
+    """freespace.enabled: the one-camera grid and scan come from the node's own labels."""
+    from nav_msgs.msg import OccupancyGrid
+    from sensor_msgs.msg import CameraInfo, LaserScan
+    proc = NodeProcess(tmp_path, '-p', 'allow_untrained:=true', '-p', 'network_height:=64',
+                       '-p', 'network_width:=128', '-r', '__node:=regseg_fs',
+                       '-r', 'image:=/cam_fs/image_raw', '-p', 'freespace.enabled:=true',
+                       '-p', 'freespace.pose:=[1.8, 0.0, 1.5, 0.0, 0.17, 0.0]',
+                       '-p', 'freespace.grid_forward:=20.0', '-p', 'freespace.grid_back:=5.0',
+                       '-p', 'freespace.grid_left:=10.0', '-p', 'freespace.grid_right:=10.0',
+                       '-p', 'freespace.grid_resolution:=0.25')
+    grids = peer.collect(OccupancyGrid, '/regseg_fs/freespace_grid')
+    scans = peer.collect(LaserScan, '/regseg_fs/freespace_scan')
+    info_pub = peer.publisher(CameraInfo, '/cam_fs/camera_info')
+    pub = peer.publisher(Image, '/cam_fs/image_raw')
+    peer.spin_until(lambda: pub.get_subscription_count() > 0 and
+                    info_pub.get_subscription_count() > 0, 60, 'the node to subscribe')
+    info = CameraInfo(width=320, height=240, distortion_model='plumb_bob',
+                      d=[0.0] * 5, k=[200.0, 0.0, 160.0, 0.0, 200.0, 120.0, 0.0, 0.0, 1.0])
+    info.header.frame_id = 'cam_fs_optical'
+    msg = make_image(scene(), 'rgb8', stamp=(42, 7), frame_id='cam_fs_optical')
+
+    def arrived():
+        info_pub.publish(info)
+        return any(stamp_of(g) == (42, 7) for g in grids) and any(
+            stamp_of(s) == (42, 7) for s in scans)
+    peer.publish_until(pub, msg, arrived, what='a freespace grid and scan for stamp 42.7')
+    grid = next(g for g in grids if stamp_of(g) == (42, 7))
+    assert grid.header.frame_id == 'base_link'
+    # OccupancyGrid width runs along base_link x: 25 m (forward + back) by 20 m at 0.25 m
+    assert (grid.info.width, grid.info.height) == (100, 80)
+    assert grid.info.resolution == pytest.approx(0.25)
+    assert (grid.info.origin.position.x, grid.info.origin.position.y) == (-5.0, -10.0)
+    cells = np.array(grid.data, np.int8)
+    assert set(np.unique(cells)) <= {-1, 0, 100}
+    assert (cells != -1).any(), 'the camera sees part of the grid'
+    scan = next(s for s in scans if stamp_of(s) == (42, 7))
+    assert scan.header.frame_id == 'base_link' and len(scan.ranges) > 0
+    assert proc.stop() == 0, proc.log()

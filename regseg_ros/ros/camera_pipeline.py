@@ -87,6 +87,8 @@ class CameraPipeline:
         self._reported: Dict[str, int] = {}
         # Called after each frame's outputs are published: (header, labels, confidence).
         self.on_published: Optional[Callable] = None
+        # Outputs computed for every frame whoever subscribes (labels for freespace).
+        self.required: set = set()
 
     # -- frames (subscription thread) ---------------------------------------------------------
     def offer(self, msg) -> None:
@@ -119,7 +121,8 @@ class CameraPipeline:
     # -- worker thread ------------------------------------------------------------------------
     def wanted(self) -> set:
         """Return the outputs somebody subscribes to (none: skip the frame, counted idle)."""
-        return {name for name, pub in self.publishers.items() if pub.get_subscription_count()}
+        return self.required | {name for name, pub in self.publishers.items()
+                                if pub.get_subscription_count()}
 
     def count(self, key: str) -> None:
         with self._cond:

@@ -29,6 +29,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from regseg_ros.ros import params as P
 from regseg_ros.ros.camera_pipeline import BatchWorker, CameraPipeline
+from regseg_ros.ros.freespace_ros import FreespacePublisher
 from regseg_ros.segmenter import OUTPUTS
 
 CONFIG_ERROR = P.CONFIG_ERROR
@@ -44,23 +45,29 @@ class SegmentationNode(Node):
 
     def _setup(self) -> None:
         P.declare_model_parameters(self)
-        P.warn_unknown(self)
         p = P.node_params(self)
         P.check_choices(p)
         self.segmenter = P.build_segmenter(self, p)
         self.backend = self.segmenter.backend
-        self.settings = {'max_rate_hz': p['max_rate_hz'],
-                         'max_input_pixels': p['max_input_pixels']}
-        self._cond = cond = threading.Condition()
         # image_transport's naming: `image` remapped, then /compressed. rclpy releases without
         # Node.resolve_topic_name get the relative name (remap `image/compressed` there).
         resolve = getattr(self, 'resolve_topic_name', lambda name: name)
+        # freespace.* (freespace.enabled false by default) with the classes of the model, declared
+        # before the check for parameters this node does not have.
+        self.freespace = FreespacePublisher(self, self.segmenter.label_set, resolve('image'))
+        P.warn_unknown(self)
+        self.settings = {'max_rate_hz': p['max_rate_hz'],
+                         'max_input_pixels': p['max_input_pixels']}
+        self._cond = cond = threading.Condition()
         topic = resolve('image') + ('/compressed' if p['input_transport'] == 'compressed'
                                     else '')
         self.camera = CameraPipeline(
             self, '', topic, p['input_transport'], {name: f'~/{name}' for name in OUTPUTS},
             P.qos(p['input_qos'], 1), P.qos(p['output_qos'], p['output_qos_depth']), cond,
             self.settings)
+        if self.freespace.enabled:
+            self.camera.on_published = self.freespace.update
+            self.camera.required = self.freespace.required_outputs()
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Diagnostics tick on the steady clock: a paused bag (use_sim_time) must not stop them.
@@ -80,8 +87,10 @@ class SegmentationNode(Node):
 
     def diagnostic_status(self) -> DiagnosticStatus:
         """Summarise rates, latency and counters; the level is for what is new since last call."""
-        return self.camera.diagnostic_status(
+        status = self.camera.diagnostic_status(
             f'{self.get_fully_qualified_name()}: segmentation', self.backend.describe())
+        status.values += self.freespace.diagnostic_values()
+        return status
 
     def _publish_diagnostics(self) -> None:
         array = DiagnosticArray()
@@ -103,7 +112,9 @@ def usage() -> str:
         '',
         'RegSeg semantic segmentation of one camera. Subscribes to `image` (sensor_msgs/Image) '
         'or `<image>/compressed`;',
-        'publishes ~/labels, ~/drivable_mask, ~/color, ~/overlay, ~/confidence and /diagnostics.',
+        'publishes ~/labels, ~/drivable_mask, ~/color, ~/overlay, ~/confidence and /diagnostics;',
+        'with freespace.enabled also ~/freespace_grid and ~/freespace_scan (freespace.* '
+        'parameters: see the README).',
         'Exit status: 0 on SIGINT/SIGTERM, 2 on a configuration error at start-up (one FATAL '
         'line says why).',
         '',
