@@ -100,3 +100,33 @@ def test_cityscapes_train_ids_map_to_label_ids():
     assert lut[IGNORE_ID] == 0
     with pytest.raises(RegsegError, match="label set 'camvid' has no dataset label ids"):
         CAMVID.label_id_lut()
+
+
+def test_classes_yaml_gives_names_colours_and_drivable(tmp_path):
+    from regseg_ros.core.labels import LabelSet, load_label_set
+    path = tmp_path / 'warehouse.yaml'
+    path.write_text('classes:\n  - {name: floor, color: [128, 64, 128], drivable: true}\n'
+                    '  - {name: rack, color: [70, 70, 70]}\n  - pallet\n')
+    labels = load_label_set(path)
+    assert labels.name == 'warehouse' and labels.classes == ('floor', 'rack', 'pallet')
+    assert labels.colors[:2] == ((128, 64, 128), (70, 70, 70))
+    assert labels.default_drivable == ('floor',)
+    assert LabelSet.from_dict(labels.to_dict()) == labels
+    assert LabelSet.from_dict(CITYSCAPES.to_dict()) == CITYSCAPES
+
+
+@pytest.mark.parametrize('body, message', [
+    ('classes: [{name: a}, {name: A}]', "duplicate class name 'A'"),
+    ('classes: [{name: a, color: [1, 2]}]', 'is not [R, G, B]'),
+    ('classes: [{name: a, drivable: yes please}]', 'write true or false'),
+    ('classes: [{name: a, colour: [1, 2, 3], kind: x}]', "unknown keys ['kind']"),
+    ('name: x', "needs a 'classes' list"),
+    ('classes: [a, b', 'is not valid YAML'),
+])
+def test_bad_classes_yaml_names_the_file(tmp_path, body, message):
+    from regseg_ros.core.labels import load_label_set
+    path = tmp_path / 'classes.yaml'
+    path.write_text(body + '\n')
+    with pytest.raises(RegsegError) as info:
+        load_label_set(path)
+    assert str(path) in str(info.value) and message in str(info.value)

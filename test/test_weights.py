@@ -398,3 +398,33 @@ def test_unknown_host_says_the_lookup_failed(tmp_path, monkeypatch):
     with pytest.raises(RegsegError, match=r"cannot look up the host 'example\.invalid' \(Name or "
                                           r'service not known\).*offline\?'):
         download('https://example.invalid/ckpt', tmp_path / 'cache', progress=None)
+
+
+def test_train_checkpoints_carry_a_label_set_and_load_strictly(tmp_path):
+    from regseg_ros.core.labels import LabelSet
+    from regseg_ros.model.weights import (checkpoint_label_set, META_KEY, resolve_label_set,
+                                          save_checkpoint)
+    labels = LabelSet('yard', ('ground', 'post'), ((1, 2, 3), (4, 5, 6)), ('ground',))
+    model = build_model('exp48_decoder26', 2)
+    path = save_checkpoint(tmp_path / 'best.pth',
+                           {'model': model.state_dict(), META_KEY: {'label_set': labels.to_dict()}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['best.pth']  # no temporary left
+    assert checkpoint_label_set(str(path)) == labels
+    load_weights(build_model('exp48_decoder26', 2), path)  # the node's loader
+    assert resolve_label_set('', str(path)) == labels
+    with pytest.raises(RegsegError, match="label set 'cityscapes' has 19 classes but checkpoint"):
+        resolve_label_set('cityscapes', str(path))
+    bare = tmp_path / 'bare.pth'
+    torch.save(model.state_dict(), bare)
+    assert checkpoint_label_set(str(bare)) is None
+    assert resolve_label_set(None, str(bare)).name == 'cityscapes'
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_nothing(tmp_path):
+    from regseg_ros.model.weights import save_checkpoint
+    target = tmp_path / 'out'
+    target.mkdir()
+    (target / 'last.pth').mkdir()  # a folder where the file should go: the rename fails
+    with pytest.raises(RegsegError, match='cannot write checkpoint'):
+        save_checkpoint(target / 'last.pth', {'model': {'w': torch.zeros(2)}})
+    assert sorted(p.name for p in target.iterdir()) == ['last.pth']

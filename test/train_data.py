@@ -59,7 +59,7 @@ def make_sample(rng: np.random.Generator, height: int = 96,
         cls = int(rng.integers(1, 4))
         mask = np.zeros((height, width), np.uint8)
         cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
-        size = int(rng.integers(min(height, width) // 8, min(height, width) // 3))
+        size = int(rng.integers(min(height, width) // 5, min(height, width) // 3))
         if cls == 1:
             cv2.circle(mask, (cx, cy), size, 1, -1)
         elif cls == 2:
@@ -67,7 +67,7 @@ def make_sample(rng: np.random.Generator, height: int = 96,
         else:
             pts = np.array([[cx, cy - size], [cx - size, cy + size], [cx + size, cy + size]])
             cv2.fillPoly(mask, [pts.astype(np.int32)], 1)
-        colour = np.array(CLASSES[cls][1], np.float32) + rng.uniform(-30, 30, 3)
+        colour = np.array(CLASSES[cls][1], np.float32) + rng.uniform(-20, 20, 3)
         shade = colour + rng.normal(0, 10, (height, width, 3)).astype(np.float32)
         image[mask > 0] = shade[mask > 0]
         label[mask > 0] = cls

@@ -41,12 +41,12 @@ class Context:
 
     @property
     def main(self) -> bool:
-        """True on rank 0, the process that logs and writes files."""
+        """Tell whether this is rank 0, the process that logs and writes files."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
-        """True when more than one process trains."""
+        """Tell whether more than one process trains."""
         return self.world_size > 1
 
 
@@ -92,6 +92,9 @@ def setup(device: str = 'cpu', timeout_s: Optional[float] = None) -> Context:
 def wrap(model: nn.Module, ctx: Context, sync_bn: bool = False) -> nn.Module:
     """Move ``model`` to the device; under several processes wrap it in DDP (optional SyncBN)."""
     if ctx.distributed and sync_bn:
+        if ctx.device.type != 'cuda':
+            raise RegsegError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm runs on GPUs "
+                              'only): leave it off on CPU')
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(ctx.device)
     if ctx.distributed:
