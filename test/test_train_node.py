@@ -17,8 +17,8 @@ The node serves a checkpoint written by ``train`` over DDS, with the checkpoint'
 
 Class count, colours (~/color) and the drivable_classes default (~/drivable_mask) come from the
 label set inside the checkpoint when the ``label_set`` parameter is left empty. Needs the node's
-label-set hook (``resolve_label_set`` in regseg_ros/ros/segmentation_node.py); skipped, naming
-it, until the node has it.
+label-set hook (``resolve_label_set`` in ``label_set_for`` of regseg_ros/ros/params.py);
+skipped, naming it, until the node has it.
 """
 
 import inspect
@@ -42,15 +42,21 @@ OUTPUTS = ('labels', 'drivable_mask', 'color')
 
 
 def _node_has_hook() -> bool:
-    from regseg_ros.ros import segmentation_node
-    return 'resolve_label_set' in inspect.getsource(segmentation_node)
+    import importlib
+    for name in ('regseg_ros.ros.params', 'regseg_ros.ros.segmentation_node'):
+        try:
+            if 'resolve_label_set' in inspect.getsource(importlib.import_module(name)):
+                return True
+        except ImportError:
+            continue
+    return False
 
 
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     if not _node_has_hook():
         pytest.skip('the node does not take the label set from the checkpoint yet (hook: '
-                    'resolve_label_set in regseg_ros/ros/segmentation_node.py)')
+                    'resolve_label_set in label_set_for, regseg_ros/ros/params.py)')
     from regseg_ros.tools import train as train_tool
     root = train_data.write_dataset(tmp_path_factory.mktemp('shapes'))
     out = tmp_path_factory.mktemp('run') / 'out'

@@ -406,8 +406,8 @@ def test_train_checkpoints_carry_a_label_set_and_load_strictly(tmp_path):
                                           save_checkpoint)
     labels = LabelSet('yard', ('ground', 'post'), ((1, 2, 3), (4, 5, 6)), ('ground',))
     model = build_model('exp48_decoder26', 2)
-    path = save_checkpoint(tmp_path / 'best.pth',
-                           {'model': model.state_dict(), META_KEY: {'label_set': labels.to_dict()}})
+    path = save_checkpoint(tmp_path / 'best.pth', {'model': model.state_dict(),
+                                                   META_KEY: {'label_set': labels.to_dict()}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ['best.pth']  # no temporary left
     assert checkpoint_label_set(str(path)) == labels
     load_weights(build_model('exp48_decoder26', 2), path)  # the node's loader
