@@ -33,7 +33,9 @@ OpenMP threads that wait for each other at every layer lose to one thread.
 
 On a machine shared with other work, the scheduler gives four processes more CPU than one, so
 frames/s then favours ``single``; the script also prints the CPU the nodes used (from
-/proc/PID/stat) and frames per CPU-second, which the other load does not skew.
+/proc/PID/stat) and frames per CPU-second, which the other load does not skew, and the load
+average before each run. ``--repeat R`` runs the setups R times in turn (A/B back to back, under
+the same load) and compares the medians.
 
 Run: . scripts/ros_env.sh && python scripts/bench_multi_camera.py [--seconds 60]
 """
@@ -41,6 +43,7 @@ Run: . scripts/ros_env.sh && python scripts/bench_multi_camera.py [--seconds 60]
 import os
 from pathlib import Path
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -209,6 +212,8 @@ def main(argv=None) -> int:
     parser.add_argument('--seconds', type=float, default=60.0, help='measured time per setup')
     parser.add_argument('--warmup', type=float, default=15.0, help='seconds before measuring')
     parser.add_argument('--setups', default='single,multi,multi_fast,multi@1,multi_fast@1')
+    parser.add_argument('--repeat', type=int, default=1,
+                        help='run the setups this many times in turn; compare the medians')
     args = parser.parse_args(argv)
     confine_dds(os.environ)
     ch, cw = args.camera_size
@@ -220,18 +225,28 @@ def main(argv=None) -> int:
     print(f'machine: {machine()}; python {platform.python_version()}')
     print(f'{args.cameras} cameras {cw}x{ch} rgb8 at {args.rate:g} Hz each, network {nw}x{nh}, '
           f'{args.warmup:g} s warm-up then {args.seconds:g} s measured per setup; labels only')
-    results = {}
+    runs = {}   # setup -> [(frames/s, RSS MB, frames per CPU-second)]
     with tempfile.TemporaryDirectory(prefix='regseg-bench-multi-') as tmp:
-        for setup in args.setups.split(','):
-            fps, per_cam, rss, arrived, cores = run_setup(
-                setup, cameras, frames, (nh, nw), args.rate, args.seconds, args.warmup,
-                Path(tmp))
-            results[setup] = (fps, rss, fps / cores if cores else float('nan'))
-            print(f'{setup:12s} processed {fps:6.2f} frames/s total '
-                  f'({", ".join(f"{c} {v:.2f}" for c, v in per_cam.items())}); '
-                  f'RSS total {rss:7.0f} MB; frames reaching the nodes ~{arrived:.1f}/s '
-                  f'(sent {args.rate * args.cameras:g}/s); CPU {cores:.2f} cores busy = '
-                  f'{results[setup][2]:.2f} frames per CPU-second', flush=True)
+        for _ in range(max(1, args.repeat)):
+            for setup in args.setups.split(','):
+                load = os.getloadavg()[0]
+                fps, per_cam, rss, arrived, cores = run_setup(
+                    setup, cameras, frames, (nh, nw), args.rate, args.seconds, args.warmup,
+                    Path(tmp))
+                eff = fps / cores if cores else float('nan')
+                runs.setdefault(setup, []).append((fps, rss, eff))
+                print(f'{setup:12s} processed {fps:6.2f} frames/s total '
+                      f'({", ".join(f"{c} {v:.2f}" for c, v in per_cam.items())}); '
+                      f'RSS total {rss:7.0f} MB; frames reaching the nodes ~{arrived:.1f}/s '
+                      f'(sent {args.rate * args.cameras:g}/s); CPU {cores:.2f} cores busy = '
+                      f'{eff:.2f} frames per CPU-second; load average before {load:.2f}',
+                      flush=True)
+    results = {setup: tuple(statistics.median(r[i] for r in rs) for i in range(3))
+               for setup, rs in runs.items()}
+    if args.repeat > 1:
+        for setup, (fps, rss, eff) in results.items():
+            print(f'{setup:12s} median of {len(runs[setup])}: {fps:.2f} frames/s, RSS {rss:.0f} '
+                  f'MB, {eff:.2f} frames per CPU-second')
     if 'single' in results:
         fps1, rss1, eff1 = results['single']
         for setup, (fps, rss, eff) in results.items():

@@ -34,7 +34,10 @@ MODEL = """/**:
     network_height: 128
     network_width: 256
 """
+# Two torch threads: frame by frame (exact_batch) the node runs two frames side by side with one
+# thread each, and a frame's labels are those of a regseg node with cpu_threads 1.
 CAMERAS = MODEL + """    max_batch: 4
+    cpu_threads: 2
     cameras: [front, rear, left]
     front.topic: /mc_front/image_raw
     rear.topic: /mc_rear/image_raw
@@ -69,7 +72,7 @@ def multi(tmp_path_factory, peer):
     """Start the multi-camera node (front, rear; left stays silent) and a single node."""
     tmp = tmp_path_factory.mktemp('multi')
     (tmp / 'cameras.yaml').write_text(CAMERAS)
-    (tmp / 'single.yaml').write_text(MODEL)
+    (tmp / 'single.yaml').write_text(MODEL + '    cpu_threads: 1\n')
     proc = NodeProcess(tmp, '--params-file', str(tmp / 'cameras.yaml'),
                        executable='multi_camera_node')
     single = NodeProcess(tmp, '--params-file', str(tmp / 'single.yaml'), '-r', '__ns:=/single',
@@ -147,6 +150,9 @@ def test_labels_bit_equal_to_the_single_camera_node_in_a_batch(multi, peer):
         peer, diags, lambda v, s: float(v.get('batch_size_mean', 0)) > 1.0,
         'a batch of two cameras', node=NODE, timeout=90)
     assert values['backend'] == 'torch'
+    # the single node's thread count: the frames of the batch ran side by side, one thread each
+    assert values['threads'] == '1', values
+    assert values['batch_forward'] == 'per_frame, 2 in parallel of 1 thread(s)', values
 
 
 def test_a_flooded_camera_drops_its_own_frames_and_the_others_keep_up(multi, peer):

@@ -23,10 +23,21 @@ resolutions share a batch). On the CPU, oneDNN picks other convolution kernels f
 than for batch 1, and the logits then differ in the last bits (measured: up to 7.5e-9 with
 torch 2.13, channels_last); a label on an exact tie could flip. With ``options['exact_batch']``
 (the default) :meth:`TorchBackend.load` checks this once for ``max_batch`` frames and, when the
-results differ, runs the network frame by frame (pre- and post-processing stay batched), so a
-frame's labels never depend on the other frames in its batch.
+results differ, runs the network frame by frame, so a frame's labels never depend on the other
+frames in its batch.
+
+Frame by frame, the frames of a batch run in parallel, each resized, forwarded and turned into
+labels as a batch of 1: ``W = min(max_batch, T)`` threads (T = torch's intra-op threads,
+``cpu_threads``) each take one frame with ``T // W`` torch threads. A small network scales
+badly over intra-op threads, worse on a loaded machine where the threads of one layer wait for
+each other (measured on a 2-core VM: 2 frames of 1 thread side by side beat one frame of 2
+threads after the other). Every forward, in a batch of 1 too, then uses ``T // W`` threads, and
+the logits depend on the thread count in the last bits: a frame's labels equal those of a
+``regseg`` node with ``cpu_threads`` ``T // W`` (what vehicle_cameras.launch.py
+process_per_camera starts on a CPU with fewer cores than cameras).
 """
 
+from concurrent.futures import ThreadPoolExecutor
 import re
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -162,6 +173,9 @@ class TorchBackend(Backend):
         self._bench_input = None
         self.per_sample = False   # run the network frame by frame (see exact_batch)
         self.max_batch = 1
+        self._pool: Optional[ThreadPoolExecutor] = None   # parallel forwards (per_sample)
+        self.forward_threads = 0   # torch threads of one forward in the pool
+        self.parallel_forwards = 1
 
     def load(self) -> None:
         cfg = self.config
@@ -195,6 +209,36 @@ class TorchBackend(Backend):
                      + ('not bit-equal to batch 1 on this CPU: the network runs frame by frame '
                         '(set exact_batch false to batch it, faster)' if self.per_sample
                         else 'bit-equal to batch 1: batching'))
+            if self.per_sample:
+                self._start_pool()
+
+    def _start_pool(self) -> None:
+        """Run the frames of a batch in parallel forwards, each with a share of the threads."""
+        threads = torch.get_num_threads()
+        workers = min(self.max_batch, threads)
+        if workers < 2:
+            return
+        self.forward_threads = threads // workers
+        self.parallel_forwards = workers
+        # Process-wide, and meant so: every forward of this node (batch of 1 too) then uses the
+        # same thread count, so a frame's labels do not depend on the size of its batch.
+        torch.set_num_threads(self.forward_threads)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix='regseg-forward')
+        self.log(f'exact_batch: {workers} frames of a batch at a time, each forward with '
+                 f'{self.forward_threads} torch thread(s) (labels as a regseg node with '
+                 f'cpu_threads {self.forward_threads})')
+
+    @torch.inference_mode()
+    def _infer_one(self, image: np.ndarray, output_size: Tuple[int, int],
+                   with_confidence: bool) -> Tuple[Prediction, float, float]:
+        """One frame in a pool thread, as a batch of 1: return (prediction, forward start, end)."""
+        x = self._prepare([image])   # inference mode is per thread: the decorator sets it here
+        start = time.perf_counter()
+        quarter = self.model.forward_quarter(x)
+        end = time.perf_counter()
+        pred = predictions_from_quarter(quarter, tuple(x.shape[-2:]), [output_size],
+                                        with_confidence)[0]
+        return pred, start, end
 
     @torch.inference_mode()
     def batch_is_exact(self, batch: int) -> bool:
@@ -255,6 +299,13 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def infer(self, images: Sequence[np.ndarray], output_sizes: Sequence[Tuple[int, int]],
               with_confidence: bool = False) -> List[Prediction]:
+        if self._pool is not None and len(images) > 1:
+            # Each frame whole (resize, forward, labels) in a pool thread, exactly as a batch
+            # of 1: the frames of a batch overlap, and so do their pre- and post-processing.
+            done = list(self._pool.map(self._infer_one, images, output_sizes,
+                                       [with_confidence] * len(images)))
+            self.last_forward_s = max(d[2] for d in done) - min(d[1] for d in done)
+            return [d[0] for d in done]
         x = self._prepare(images)
         start = time.perf_counter()
         quarter = self._forward_quarter(x)
@@ -312,9 +363,15 @@ class TorchBackend(Backend):
         if self.max_batch > 1:
             info['max_batch'] = str(self.max_batch)
             info['batch_forward'] = 'per_frame' if self.per_sample else 'batched'
+            if self._pool is not None:
+                info['batch_forward'] = (f'per_frame, {self.parallel_forwards} in parallel '
+                                         f'of {self.forward_threads} thread(s)')
         return info
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.model = None
         self._graph = None
         if getattr(self, 'device', None) is not None and self.device.type == 'cuda':
