@@ -16,14 +16,9 @@
 The node serves a checkpoint written by ``train`` over DDS, with the checkpoint's classes.
 
 Class count, colours (~/color) and the drivable_classes default (~/drivable_mask) come from the
-label set inside the checkpoint when the ``label_set`` parameter is left empty. Needs the node's
-label-set hook (``resolve_label_set`` in ``label_set_for`` of regseg_ros/ros/params.py);
-skipped, naming it, until the node has it.
+label set inside the checkpoint when the ``label_set`` parameter is left empty
+(``label_set_for`` in regseg_ros/ros/params.py).
 """
-
-import inspect
-from pathlib import Path
-import sys
 
 import cv2
 import numpy as np
@@ -31,9 +26,7 @@ import pytest
 from rcl_interfaces.srv import GetParameters
 from ros_harness import as_array, make_image, NodeProcess, RosPeer, stamp_of
 from sensor_msgs.msg import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_data  # noqa: E402,I100
+import train_data
 
 pytestmark = pytest.mark.ros
 
@@ -41,22 +34,8 @@ NODE = '/shapes/regseg'
 OUTPUTS = ('labels', 'drivable_mask', 'color')
 
 
-def _node_has_hook() -> bool:
-    import importlib
-    for name in ('regseg_ros.ros.params', 'regseg_ros.ros.segmentation_node'):
-        try:
-            if 'resolve_label_set' in inspect.getsource(importlib.import_module(name)):
-                return True
-        except ImportError:
-            continue
-    return False
-
-
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
-    if not _node_has_hook():
-        pytest.skip('the node does not take the label set from the checkpoint yet (hook: '
-                    'resolve_label_set in label_set_for, regseg_ros/ros/params.py)')
     from regseg_ros.tools import train as train_tool
     root = train_data.write_dataset(tmp_path_factory.mktemp('shapes'))
     out = tmp_path_factory.mktemp('run') / 'out'

@@ -35,8 +35,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from regseg_ros.backends import BackendConfig, CHOICES as BACKEND_CHOICES, create_backend
 from regseg_ros.core.errors import RegsegError
 from regseg_ros.core.imaging import DEFAULT_MAX_INPUT_PIXELS
-from regseg_ros.core.labels import get_label_set, LABEL_SETS, LabelSet
+from regseg_ros.core.labels import LABEL_SETS, LabelSet
 from regseg_ros.model import VARIANTS
+from regseg_ros.model.weights import resolve_label_set
 from regseg_ros.segmenter import RESOLUTIONS, Segmenter
 
 QOS_CHOICES = ('sensor_data', 'reliable')
@@ -47,7 +48,8 @@ STRING_PARAMS = {
     'weights': ('', 'Checkpoint: a path, an https:// URL or a released checkpoint name', None,
                 True),
     'model': ('exp48_decoder26', 'RegSeg variant of the checkpoint', tuple(VARIANTS), True),
-    'label_set': ('cityscapes', 'Classes the checkpoint predicts', tuple(LABEL_SETS), True),
+    'label_set': ('', 'Classes the checkpoint predicts; empty: those a checkpoint written by '
+                  'train carries, else cityscapes', ('',) + tuple(LABEL_SETS), True),
     'backend': ('torch', 'Inference backend (auto: the fastest available, logged)',
                 BACKEND_CHOICES, True),
     'device': ('cpu', 'cpu, cuda or cuda:N', None, True),
@@ -160,7 +162,8 @@ def qos(name: str, depth: int) -> QoSProfile:
 
 def label_set_for(params: Dict[str, object]) -> LabelSet:
     """Return the label set both nodes segment with (the one place that chooses it)."""
-    return get_label_set(params['label_set'])
+    return resolve_label_set(params.get('label_set') or None, params.get('weights') or '',
+                             params.get('cache_dir') or None)
 
 
 def declare_model_parameters(node) -> None:
@@ -171,7 +174,8 @@ def declare_model_parameters(node) -> None:
         for name, default, doc, limits in OTHER_PARAMS:
             node.declare_parameter(name, default, descriptor(
                 doc, name not in RUNTIME_PARAMS, **_ranges(default, limits)))
-        label_set = label_set_for({'label_set': node.get_parameter('label_set').value})
+        label_set = label_set_for({name: node.get_parameter(name).value
+                                   for name in ('label_set', 'weights', 'cache_dir')})
         node.declare_parameter('drivable_classes', list(label_set.default_drivable), descriptor(
             f'Class names ~/drivable_mask marks 255, e.g. [road] (classes of {label_set.name}: '
             f'{", ".join(label_set.classes)})'))
