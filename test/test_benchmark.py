@@ -72,6 +72,24 @@ def test_benchmark_json_to_a_file_also_prints_the_report(tmp_path, capsys):
     assert json.loads(path.read_text())['full_path']['iterations'] == 3
 
 
+def test_benchmark_takes_the_class_count_from_a_trained_checkpoint(tmp_path, capsys):
+    """A 4-class checkpoint written by train runs as 4 classes, not a re-initialised 19."""
+    import warnings
+    from regseg_ros.core.labels import LabelSet
+    from regseg_ros.model import build_model
+    from regseg_ros.model.weights import META_KEY, save_checkpoint
+    shapes = LabelSet('shapes', ('ground', 'box', 'disc', 'bar'),
+                      ((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)), ('ground',))
+    path = save_checkpoint(tmp_path / 'best.pth', {
+        'model': build_model('exp48_decoder26', 4).state_dict(),
+        META_KEY: {'label_set': shapes.to_dict(), 'model': 'exp48_decoder26'}})
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # a classifier re-initialised to fit would warn
+        assert benchmark.main(SMALL + ['--weights', str(path), '--json']) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report['label_set'], report['num_classes']) == ('shapes', 4)
+
+
 def test_benchmark_errors_exit_1(capsys):
     assert benchmark.main(SMALL[:-6] + ['--iterations', '0']) == 1
     assert 'benchmark: error: --warmup 10 / --iterations 0' in capsys.readouterr().err

@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='RegSeg variant (default: %(default)s)')
     parser.add_argument('--weights', default='',
                         help='checkpoint to load (default: none, random weights: same speed)')
-    parser.add_argument('--label-set', default='cityscapes', choices=sorted(LABEL_SETS),
-                        help='classes (default: %(default)s)')
+    parser.add_argument('--label-set', default=None, choices=sorted(LABEL_SETS),
+                        help='classes the checkpoint predicts (default: those a checkpoint '
+                        'written by train carries, else cityscapes)')
     parser.add_argument('--confidence', action='store_true',
                         help='compute the confidence image too in the full path')
     parser.add_argument('--threads', type=int, default=0,
@@ -179,7 +180,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, objec
     """Load the backend, warm up, time both paths; return the report as a dict."""
     import torch
     from regseg_ros.backends import BackendConfig, create_backend
-    from regseg_ros.core.labels import get_label_set
+    from regseg_ros.model.weights import resolve_label_set
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -194,8 +195,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, objec
         options['workspace_mb'] = args.workspace_mb
     if args.engine_path:
         options['engine_path'] = args.engine_path
+    label_set = resolve_label_set(args.label_set, args.weights, args.cache_dir)
     config = BackendConfig(
-        model=args.model, num_classes=get_label_set(args.label_set).num_classes,
+        model=args.model, num_classes=label_set.num_classes,
         weights=args.weights, allow_untrained=not args.weights, device=device,
         precision=precision, input_size=tuple(args.network_size), cache_dir=args.cache_dir,
         options=options)
@@ -223,6 +225,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, objec
         'backend': info.get('backend'), 'device': info.get('device'),
         'precision': info.get('precision'), 'model': args.model,
         'weights': args.weights or 'random (speed does not depend on weights)',
+        'label_set': label_set.name, 'num_classes': label_set.num_classes,
         'network_size': f'{nw}x{nh}', 'camera_size': f'{cw}x{ch}', 'confidence': args.confidence,
         'cuda_graph': info.get('cuda_graph', 'false') == 'true',
         'engine': info.get('engine', ''),

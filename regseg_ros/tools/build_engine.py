@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='checkpoint: a path, an https:// URL or a released checkpoint name')
     parser.add_argument('--allow-untrained', action='store_true',
                         help='build random weights when --weights is empty (benchmarks only)')
-    parser.add_argument('--label-set', default='cityscapes', choices=sorted(LABEL_SETS),
-                        help='classes the checkpoint predicts (default: %(default)s)')
+    parser.add_argument('--label-set', default=None, choices=sorted(LABEL_SETS),
+                        help='classes the checkpoint predicts (default: those a checkpoint '
+                        'written by train carries, else cityscapes)')
     parser.add_argument('--precision', default='fp16', choices=('fp32', 'fp16', 'int8'),
                         help='engine precision (default: %(default)s; int8 needs '
                         '--int8-calibration-dir and TensorRT 8.5-10.x)')
@@ -93,12 +94,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from regseg_ros.backends.trt_build import import_tensorrt
         trt = import_tensorrt()  # before loading any weights: fail fast and clearly
         from regseg_ros.backends import BackendConfig, create_backend
-        from regseg_ros.core.labels import get_label_set
+        from regseg_ros.model.weights import resolve_label_set
         options = {'workspace_mb': args.workspace_mb,
                    'int8_calibration_dir': args.int8_calibration_dir,
                    'timing_cache': args.timing_cache}
+        label_set = resolve_label_set(args.label_set, args.weights, args.cache_dir)
         config = BackendConfig(
-            model=args.model, num_classes=get_label_set(args.label_set).num_classes,
+            model=args.model, num_classes=label_set.num_classes,
             weights=args.weights, allow_untrained=args.allow_untrained, device=args.device,
             precision=args.precision, input_size=tuple(args.network_size),
             cache_dir=args.cache_dir, options={k: v for k, v in options.items() if v})
