@@ -185,8 +185,17 @@ def test_fusion_node_publishes_grid_and_scan_and_a_stale_camera_drops_out_and_ba
     ({'cameras': ['front'], 'grid_resolution': 0.0}, 'grid_resolution 0.0 must be positive'),
     ({'cameras': ['front'], 'front.pose': [1.0, 2.0]}, 'parameter front.pose: '),
     ({'cameras': ['front'], 'obstacle_classes': ['cars']}, "'cars' is not a class"),
+    ({'cameras': ['front'], 'label_set': 'warehouse'},
+     "label_set 'warehouse' is neither one of ['cityscapes', 'camvid'] nor a file"),
+    # a classes YAML (as train reads it) is loaded: its classes decide what is valid
+    ({'cameras': ['front'], 'label_set': '{tmp}/classes.yaml', 'obstacle_classes': ['car']},
+     "'car' is not a class of label set 'warehouse'"),
 ])
 def test_config_errors_exit_2_with_one_fatal_line(tmp_path, params, expected):
+    (tmp_path / 'classes.yaml').write_text(
+        'name: warehouse\nclasses:\n  - {name: floor, color: [128, 64, 128], drivable: true}\n'
+        '  - {name: rack, color: [70, 70, 70]}\n')
+    params = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in params.items()}
     node = NodeProcess(tmp_path, *ros_args(**params), executable='freespace_node')
     assert node.wait(timeout=60) == 2
     node.stop()

@@ -24,6 +24,7 @@ any says free, else unknown. Outputs in ``base_frame``: ``~/freespace_grid``
 ``~/freespace_points`` (sensor_msgs/PointCloud2).
 """
 
+import os
 import sys
 import time
 from typing import Dict, List, Optional
@@ -39,7 +40,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from regseg_ros.core.errors import RegsegError
-from regseg_ros.core.labels import get_label_set, LABEL_SETS
+from regseg_ros.core.labels import get_label_set, LABEL_SETS, LabelSet, load_label_set
 from regseg_ros.core.stats import SampleWindow
 from regseg_ros.ros.freespace_ros import (
     CameraSource, declare, declare_camera_params, declare_global_params, GridPublisher,
@@ -48,11 +49,29 @@ from sensor_msgs.msg import Image
 
 CONFIG_ERROR = 2   # start-up configuration error: launch files do not respawn on it
 FUSION_PARAMS = (
-    ('label_set', 'cityscapes', f'Classes of the labels (one of: {", ".join(LABEL_SETS)})'),
+    ('label_set', 'cityscapes', f'Classes of the labels: one of {", ".join(LABEL_SETS)}, a '
+     'classes YAML (as for train) or a checkpoint written by train'),
     ('max_age', 0.5, "A camera's newest mask older than this (s) drops out of the fusion"),
     ('publish_rate', 0.0, 'Publish at this rate in Hz; 0 = on every new mask'),
 )
 
+
+
+def label_set_named(text: str) -> LabelSet:
+    """Return the label set ``text`` names: a built-in set, a classes YAML or a train checkpoint."""
+    if text in LABEL_SETS:
+        return get_label_set(text)
+    if not os.path.isfile(text):
+        raise RegsegError(f'label_set {text!r} is neither one of {list(LABEL_SETS)} nor a file: '
+                          'name a built-in set, a classes YAML or a checkpoint written by train')
+    if text.endswith(('.yaml', '.yml')):
+        return load_label_set(text)
+    from regseg_ros.model.weights import checkpoint_label_set  # torch: only for checkpoints
+    carried = checkpoint_label_set(text)
+    if carried is None:
+        raise RegsegError(f'label_set {text!r} is a checkpoint without a label set (a released '
+                          f'one?): use one of {list(LABEL_SETS)} for it')
+    return carried
 
 class StartupError(Exception):
     """A configuration error at start-up."""
@@ -108,7 +127,7 @@ class FreespaceNode(Node):
                               "-p cameras:='[front, rear]'")
         if len(set(names)) != len(names):
             raise RegsegError(f'cameras {names} names a camera twice')
-        label_set = get_label_set(value(self, 'label_set'))
+        label_set = label_set_named(value(self, 'label_set'))
         declare_global_params(self, '', label_set)
         self.settings = Settings(self, '', label_set)
         self.max_age = float(value(self, 'max_age'))
