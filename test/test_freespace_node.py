@@ -34,8 +34,9 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from regseg_ros.core.freespace import OCCUPIED
 from regseg_ros.core.labels import CITYSCAPES
-from regseg_ros.ros.freespace_node import FreespaceNode, StartupError
+from regseg_ros.ros.freespace_node import FreespaceNode
 from regseg_ros.ros.freespace_ros import FreespacePublisher
+from regseg_ros.ros.node_main import StartupError
 from ros_harness import make_image, NodeProcess, RosPeer
 from sensor_msgs.msg import CameraInfo, LaserScan, PointCloud2
 

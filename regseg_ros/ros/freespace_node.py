@@ -27,27 +27,25 @@ any says free, else unknown. Outputs in ``base_frame``: ``~/freespace_grid``
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import (
     InvalidParameterTypeException, InvalidTopicNameException, ParameterException)
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from regseg_ros.core.errors import RegsegError
 from regseg_ros.core.labels import get_label_set, LABEL_SETS, LabelSet, load_label_set
 from regseg_ros.core.stats import SampleWindow
+from regseg_ros.ros import node_main
 from regseg_ros.ros.freespace_ros import (
     CameraSource, declare, declare_camera_params, declare_global_params, GridPublisher,
     make_tf_buffer, Problem, Settings, stamp_ns, Throttle, value)
 from sensor_msgs.msg import Image
 
-CONFIG_ERROR = 2   # start-up configuration error: launch files do not respawn on it
 FUSION_PARAMS = (
     ('label_set', 'cityscapes', f'Classes of the labels: one of {", ".join(LABEL_SETS)}, a '
      'classes YAML (as for train) or a checkpoint written by train'),
@@ -56,9 +54,8 @@ FUSION_PARAMS = (
 )
 
 
-
 def label_set_named(text: str) -> LabelSet:
-    """Return the label set ``text`` names: a built-in set, a classes YAML or a train checkpoint."""
+    """Return the label set ``text`` names: built-in, a classes YAML or a train checkpoint."""
     if text in LABEL_SETS:
         return get_label_set(text)
     if not os.path.isfile(text):
@@ -72,9 +69,6 @@ def label_set_named(text: str) -> LabelSet:
         raise RegsegError(f'label_set {text!r} is a checkpoint without a label set (a released '
                           f'one?): use one of {list(LABEL_SETS)} for it')
     return carried
-
-class StartupError(Exception):
-    """A configuration error at start-up."""
 
 
 class Camera:
@@ -100,7 +94,7 @@ class FreespaceNode(Node):
             self._setup(tf_buffer)
         except (RegsegError, ParameterException, InvalidParameterTypeException,
                 InvalidTopicNameException) as exc:
-            raise StartupError(str(exc)) from None
+            raise node_main.StartupError(str(exc), self.get_logger()) from None
         self.throttle = Throttle(self.get_logger())
         self.published = 0
         self._update_time = SampleWindow()
@@ -284,40 +278,9 @@ def usage() -> str:
     ])
 
 
-def _fatal(logger, reason: str) -> int:
-    logger.fatal(f'cannot start: {reason}')
-    return CONFIG_ERROR
-
-
 def main(args=None) -> int:
     """Run the node until SIGINT/SIGTERM (exit 0) or a start-up configuration error (exit 2)."""
-    argv = list(sys.argv if args is None else args)
-    user_args = argv[1:argv.index('--ros-args')] if '--ros-args' in argv else argv[1:]
-    if '-h' in user_args or '--help' in user_args:
-        print(usage())
-        return 0
-    logger = rclpy.logging.get_logger('freespace')
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # noqa: B902 rcl's own errors: a bad params file, a bad remap
-        return _fatal(logger, ' '.join(str(exc).split()))
-    node: Optional[FreespaceNode] = None
-    code = 0
-    try:
-        node = FreespaceNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StartupError as exc:
-        code = _fatal(logger, str(exc))
-    except Exception:  # noqa: B902 SIGTERM under the executor's wait: a clean stop
-        if rclpy.ok():
-            raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return node_main.run(FreespaceNode, 'freespace', usage, args)
 
 
 if __name__ == '__main__':

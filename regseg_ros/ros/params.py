@@ -20,17 +20,11 @@ them, report start-up configuration errors in one FATAL line (exit 2) and stop t
 SIGINT/SIGTERM; this module holds that once.
 """
 
-import re
-import signal
-import sys
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 from rcl_interfaces.msg import (
     FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult)
-import rclpy
-from rclpy.exceptions import (
-    InvalidServiceNameException, InvalidTopicNameException, ParameterException)
-from rclpy.executors import ExternalShutdownException
+from rclpy.exceptions import ParameterException
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from regseg_ros.backends import BackendConfig, CHOICES as BACKEND_CHOICES, create_backend
 from regseg_ros.core.errors import RegsegError
@@ -38,10 +32,16 @@ from regseg_ros.core.imaging import DEFAULT_MAX_INPUT_PIXELS
 from regseg_ros.core.labels import LABEL_SETS, LabelSet
 from regseg_ros.model import VARIANTS
 from regseg_ros.model.weights import resolve_label_set
+from regseg_ros.ros import node_main
 from regseg_ros.segmenter import RESOLUTIONS, Segmenter
 
+# How the nodes start and stop (node_main, shared with freespace_node, which needs no torch).
+CONFIG_ERROR = node_main.CONFIG_ERROR
+StartupError = node_main.StartupError
+startup = node_main.startup
+run = node_main.run
+
 QOS_CHOICES = ('sensor_data', 'reliable')
-CONFIG_ERROR = 2   # start-up configuration error: launch files do not respawn on it
 
 # name -> (default, description, choices or None, read_only)
 STRING_PARAMS = {
@@ -108,14 +108,6 @@ RUNTIME_PARAMS = frozenset(('max_rate_hz', 'overlay_alpha', 'max_input_pixels',
 BACKEND_OPTION_PARAMS = {'tensorrt': ('engine_path', 'int8_calibration_dir', 'timing_cache',
                                       'workspace_mb'),
                          'torch': ('cuda_graph',)}
-
-
-class StartupError(Exception):
-    """A configuration error at start-up, with the logger of the node it stopped."""
-
-    def __init__(self, reason: str, logger):
-        super().__init__(reason)
-        self.logger = logger
 
 
 def type_hint(error: str) -> str:
@@ -286,74 +278,3 @@ def usage_rows(extra: Iterable[Tuple[str, str, str]] = ()) -> List[str]:
         live = '*' if name in RUNTIME_PARAMS else ' '
         lines.append(f' {live} {name:22s} {default:20s} {doc}')
     return lines
-
-
-def ros_args_error(text: str) -> str:
-    """Turn rcl's argument-parsing error into one line naming the argument and the fix."""
-    text = re.sub(r', at /\S+:\d+', '', ' '.join(text.split()))
-    text = text.replace('failed to initialize rcl: ', '')
-    if 'params file' in text:
-        return (f'{text}: a params file is YAML keyed `/**:` (or the node name), then '
-                '`ros__parameters:`, then NAME: VALUE lines')
-    if 'remap rule' in text:
-        return (f'{text}: a remap is FROM:=TO with valid names (letters, digits, _ and /), e.g. '
-                '-r image:=/camera/image_raw')
-    return f'{text}: check --ros-args (-p NAME:=VALUE, -r FROM:=TO, --params-file FILE)'
-
-
-def fatal(logger, reason: str) -> int:
-    """Log the one FATAL line of a start-up error; return the exit code."""
-    logger.fatal(f'cannot start: {reason}')
-    return CONFIG_ERROR
-
-
-def startup(node, setup: Callable[[], None]) -> None:
-    """Run ``setup``; turn configuration errors into a StartupError naming the fix."""
-    try:
-        setup()
-    except RegsegError as exc:
-        raise StartupError(str(exc), node.get_logger()) from None
-    except (InvalidTopicNameException, InvalidServiceNameException) as exc:
-        raise StartupError(f'{exc}: fix the -r remap, the namespace or the topic parameter '
-                           '(topic names are letters, digits, _ and /)',
-                           node.get_logger()) from None
-
-
-def run(make_node: Callable[[], object], logger_name: str, usage: Callable[[], str],
-        args=None) -> int:
-    """Run a node until SIGINT/SIGTERM (exit 0) or a start-up configuration error (exit 2)."""
-    argv = list(sys.argv if args is None else args)
-    user_args = argv[1:argv.index('--ros-args')] if '--ros-args' in argv else argv[1:]
-    if '-h' in user_args or '--help' in user_args:
-        print(usage())
-        return 0
-    logger = rclpy.logging.get_logger(logger_name)
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # noqa: B902 rcl's own errors: a bad params file, a bad remap
-        return fatal(logger, ros_args_error(str(exc)))
-    node = None
-    code = 0
-    try:
-        node = make_node()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StartupError as exc:
-        code = fatal(exc.logger, str(exc))
-    except Exception:  # noqa: B902
-        # SIGTERM shuts the context down under the executor's wait; rclpy then raises RCLError
-        # ('context is not valid') instead of ExternalShutdownException. That is a clean stop.
-        if rclpy.ok():
-            raise
-    finally:
-        # Ctrl-C in a terminal reaches the node twice under ros2 launch (from the terminal and
-        # from launch). A second signal must not interrupt the worker's join: the process would
-        # exit with the worker inside torch ('terminate called without an active exception').
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
