@@ -33,6 +33,7 @@ import numpy as np
 from regseg_ros.core.freespace import camera_cells, fuse, Semantics, VirtualScan
 from regseg_ros.core.labels import CITYSCAPES
 from regseg_ros.core.projection import build_lookup, CameraModel, CameraPose, GridSpec
+from regseg_ros.tools.benchmark import cpu_name
 from regseg_ros.tools.cli import ArgumentParser, parse_size
 
 ROAD, CAR, SKY, TERRAIN = CITYSCAPES.class_ids(('road', 'car', 'sky', 'terrain'))
@@ -40,16 +41,7 @@ ROAD, CAR, SKY, TERRAIN = CITYSCAPES.class_ids(('road', 'car', 'sky', 'terrain')
 
 def machine() -> str:
     """Return the CPU model and core count."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    name = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f'{name}, {os.cpu_count()} cores, Python {platform.python_version()}'
+    return f'{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}'
 
 
 def cameras(height: int, width: int):

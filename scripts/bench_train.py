@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 from pathlib import Path
-import platform
 import sys
 import tempfile
 import time
@@ -41,16 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 def machine(device: str) -> str:
     """Name the CPU (/proc/cpuinfo model name), the core count and the GPU if used."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    name = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    text = f'{name}, {os.cpu_count()} cores'
+    from regseg_ros.tools.benchmark import cpu_name
+    text = f'{cpu_name()}, {os.cpu_count()} cores'
     if device.startswith('cuda'):
         import torch
         text += f', GPU {torch.cuda.get_device_name(0)}'
