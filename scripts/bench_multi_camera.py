@@ -55,6 +55,7 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from regseg_ros.tools.benchmark import cpu_name
 from regseg_ros.tools.cli import ArgumentParser, parse_size
 from regseg_ros.tools.demo import confine_dds, load_frames, node_command, SAMPLE_DIR
 from sensor_msgs.msg import Image
@@ -62,15 +63,7 @@ from sensor_msgs.msg import Image
 
 def machine() -> str:
     """Name the CPU (the /proc/cpuinfo model name) and the core count."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                name = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f'{name}, {os.cpu_count()} cores'
+    return f'{cpu_name()}, {os.cpu_count()} cores'
 
 
 def rss_mb(pid: int) -> float:
