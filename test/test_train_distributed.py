@@ -86,7 +86,19 @@ def test_resume_continues_the_same_curve(shapes, single, tmp_path):
     _train([str(shapes), '--output', str(out), '--stop-after', '3'] + QUICK)
     first, _ = _losses(out)
     assert len(first) == 3 and not (out / 'best.pth').exists()  # no evaluation yet
-    _train([str(shapes), '--output', str(out), '--resume', str(out / 'last.pth')] + QUICK)
+    # A resumed run keeps its own recipe: a changed flag is refused, no flags are needed.
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    changed = subprocess.run(
+        [sys.executable, '-m', 'regseg_ros.tools.train', str(shapes), '--output', str(out),
+         '--resume', str(out / 'last.pth'), '--lr', '0.9', '--crop-size', '32x32'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert changed.returncode == 1, changed.stderr
+    assert changed.stderr.strip().splitlines()[-1] == (
+        'train: error: --resume continues a run with its own recipe: --crop-size 32x32 (the run '
+        'has 64x64); --lr 0.9 (the run has 0.05). Drop these flags, or start a new run '
+        '(another --output) to change them')
+    _train([str(shapes), '--output', str(out), '--resume', str(out / 'last.pth'),
+            '--no-progress', '--workers', '0'])
     resumed, lrs = _losses(out)
     one, one_lr = _losses(single)
     assert lrs == one_lr

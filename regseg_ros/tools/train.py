@@ -24,8 +24,10 @@ names, colours and drivable classes from them.
 """
 
 import argparse
+import dataclasses
+from pathlib import Path
 import sys
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 import warnings
 
 from regseg_ros.core.errors import RegsegError
@@ -69,6 +71,28 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def explicit_recipe_flags(argv: Optional[Sequence[str]]) -> List[str]:
+    """Return the recipe fields the command line gives (not left at their defaults)."""
+    from regseg_ros.train.recipe import Recipe
+    names = {field.name for field in dataclasses.fields(Recipe)}
+    parser = make_parser()
+    for action in parser._actions:
+        if action.dest in names:
+            action.default = argparse.SUPPRESS
+    given = vars(parser.parse_args(argv))
+    return sorted(name for name in names if name in given)
+
+
+def saved_recipe(resume: str) -> Dict[str, object]:
+    """Return the recipe a ``last.pth`` was trained with (its own error when it has none)."""
+    from regseg_ros.model.weights import META_KEY, read_training_dict
+    meta = read_training_dict(resume).get(META_KEY)
+    if not isinstance(meta, dict) or not isinstance(meta.get('recipe'), dict):
+        raise RegsegError(f'--resume {resume!r} is not a last.pth written by train (it carries '
+                          'no recipe): pass OUTPUT/last.pth, or start a new run with --weights')
+    return meta['recipe']
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``train``; return 0 on success, 2 on a usage error, 1 on any other error."""
     parser = make_parser()
@@ -77,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     from regseg_ros.core.errors import RegsegWarning
-    from regseg_ros.train.recipe import recipe_from_args
+    from regseg_ros.train.recipe import recipe_from_args, resumed_recipe
     from regseg_ros.train.trainer import train
     try:
         if args.model not in args._variants:
@@ -85,6 +109,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.stop_after < 0:
             raise RegsegError(f'--stop-after {args.stop_after} must be 0 or more')
         recipe = recipe_from_args(args)
+        if args.resume:
+            recipe = resumed_recipe(saved_recipe(args.resume), recipe,
+                                    explicit_recipe_flags(argv))
         with warnings.catch_warnings():
             warnings.simplefilter('always', RegsegWarning)
             warnings.showwarning = lambda message, *_a, **_k: err(f'train: warning: {message}')
@@ -98,7 +125,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         err(f'train: error: {exc}')
         return 1
     except KeyboardInterrupt:
-        err('train: interrupted; the output folder holds the last complete checkpoint')
+        last = Path(args.output) / 'last.pth'
+        err('train: interrupted; ' + (f'{last} is the last complete checkpoint: continue with '
+                                      f'--resume {last}' if last.is_file() else
+                                      'no checkpoint was written yet'))
         return 1
     import os
     if int(os.environ.get('RANK', '0')) == 0:

@@ -21,7 +21,8 @@ by :func:`add_recipe_arguments`; the recipe used is saved inside each checkpoint
 
 import argparse
 import dataclasses
-from typing import Dict, Mapping, Tuple
+import os
+from typing import Dict, Mapping, Sequence, Tuple
 
 from regseg_ros.core.errors import RegsegError
 
@@ -67,7 +68,9 @@ class Recipe:
     eval_every: int = _field(10, 'evaluate (val mIoU) every N epochs, and at the end')
     eval_short_side: int = _field(0, "evaluate with the short side resized to this (0 = images' "
                                   'own size; the authors use 1024 on Cityscapes)')
-    workers: int = _field(4, 'data-loading worker processes per training process')
+    workers: int = _field(min(4, os.cpu_count() or 1),
+                          'data-loading worker processes per training process (at most one '
+                          'per core; 0 loads in the training process)')
     seed: int = _field(0, 'seed of initialisation, sampling and augmentation')
 
     def validate(self) -> 'Recipe':
@@ -108,6 +111,37 @@ class Recipe:
         if 'crop_size' in values:
             values['crop_size'] = tuple(values['crop_size'])
         return cls(**values)
+
+
+# Fields a resumed run may change: they do not change what is learnt.
+RESUME_MAY_CHANGE = frozenset(('workers',))
+
+
+def resumed_recipe(saved: Mapping, current: 'Recipe', explicit: Sequence[str]) -> 'Recipe':
+    """
+    Return the recipe a resumed run continues with: the run's own (saved in its ``last.pth``).
+
+    ``explicit`` names the recipe fields given on the command line: one that differs from the
+    run's value is an error naming the flag (a resumed run keeps its recipe), except
+    ``RESUME_MAY_CHANGE``, which are taken from the command line.
+    """
+    recipe = Recipe.from_dict(saved)
+    changed = []
+    for name in explicit:
+        ours, theirs = getattr(current, name), getattr(recipe, name)
+        if name in RESUME_MAY_CHANGE:
+            recipe = dataclasses.replace(recipe, **{name: ours})
+        elif ours != theirs:
+            changed.append(f'{flag(name)} {_shown(name, ours)} '
+                           f'(the run has {_shown(name, theirs)})')
+    if changed:
+        raise RegsegError(f'--resume continues a run with its own recipe: {"; ".join(changed)}. '
+                          'Drop these flags, or start a new run (another --output) to change them')
+    return recipe.validate()
+
+
+def _shown(name: str, value) -> str:
+    return f'{value[0]}x{value[1]}' if name == 'crop_size' else str(value)
 
 
 def flag(name: str) -> str:
