@@ -194,3 +194,13 @@ def test_boundary_scan_per_column():
     row, obstacle = SEMANTICS.boundary(labels)
     assert row.tolist() == [3, 2, -1]
     assert obstacle.tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize('increment,bins', [
+    (math.radians(0.5), 720), (0.0087266, 720), (0.008726646, 720), (math.radians(1.0), 360),
+    (0.01, 629)])
+def test_scan_bins_cover_the_circle_once(increment, bins):
+    """0.5 degrees written as 0.0087266 in YAML is 720 bins, not 720 plus a sliver bin."""
+    scan = VirtualScan(GRID, increment, MAX_RANGE)
+    assert scan.bins == bins
+    assert scan.bins * increment >= 2 * math.pi * (1 - 1e-4)

@@ -21,6 +21,7 @@ geometry_msgs/TransformStamped messages, is the tf path these tests cover).
 """
 
 import math
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from freespace_scenes import fisheye_camera, pinhole_camera, render
@@ -177,6 +178,25 @@ def test_fusion_node_publishes_grid_and_scan_and_a_stale_camera_drops_out_and_ba
             s.name == '/freespace: camera side' and
             {kv.key: kv.value for kv in s.values}['fresh'] == 'True'
             for a in diags for s in a.status), None, 'side fresh again')
+    finally:
+        assert node.stop() == 0, node.log()
+
+
+def test_own_classes_without_obstacle_classes_warn_that_nothing_is_occupied(tmp_path):
+    (tmp_path / 'classes.yaml').write_text(
+        'name: warehouse\nclasses:\n  - {name: floor, color: [128, 64, 128], drivable: true}\n'
+        '  - {name: rack, color: [70, 70, 70]}\n')
+    node = NodeProcess(tmp_path, *ros_args(cameras=['front'],
+                                           label_set=str(tmp_path / 'classes.yaml')),
+                       executable='freespace_node')
+    try:
+        deadline = time.monotonic() + 60
+        while 'obstacle_classes is empty' not in node.log() and time.monotonic() < deadline:
+            assert node.proc.poll() is None, node.log()
+            time.sleep(0.2)
+        assert ("obstacle_classes is empty (label set 'warehouse' has no default obstacles): "
+                'the grid marks no cell occupied') in node.log()
+        assert 'classes: floor, rack' in node.log()
     finally:
         assert node.stop() == 0, node.log()
 

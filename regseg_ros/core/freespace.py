@@ -224,7 +224,9 @@ class VirtualScan:
         self.max_range = float(max_range)
         self.angle_min = -math.pi
         self.angle_increment = float(angle_increment)
-        self.bins = int(math.ceil(2 * math.pi / angle_increment - 1e-9))
+        # 0.0087266 is 0.5 degrees as written in YAML: 720 bins, not a 721st sliver bin
+        ratio = 2 * math.pi / angle_increment
+        self.bins = int(round(ratio)) if abs(ratio - round(ratio)) < 1e-2 else math.ceil(ratio)
         xs, ys = grid.centres()
         rng = np.hypot(xs, ys)
         inside = np.nonzero(rng <= self.max_range)[0]

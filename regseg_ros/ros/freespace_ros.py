@@ -135,13 +135,25 @@ class Settings:
             return value(node, prefix + name)
         self.grid = GridSpec(get('grid_resolution'), get('grid_forward'), get('grid_back'),
                              get('grid_left'), get('grid_right'), get('ground_height'))
+        obstacles = [c for c in get('obstacle_classes') if c]
+        for name, names in (('drivable_classes', get('drivable_classes')),
+                            ('obstacle_classes', obstacles)):
+            try:
+                label_set.class_ids(names)
+            except RegsegError as exc:
+                raise RegsegError(f'parameter {prefix}{name}: {exc}') from None
         try:
-            obstacles = [c for c in get('obstacle_classes') if c]
             self.semantics = Semantics.from_names(label_set, get('drivable_classes'),
                                                   obstacles, get('min_confidence'))
         except RegsegError as exc:
             raise RegsegError(f'{exc} (parameters {prefix}drivable_classes, '
                               f'{prefix}obstacle_classes, {prefix}min_confidence)') from None
+        if not obstacles:
+            node.get_logger().warning(
+                f'{prefix}obstacle_classes is empty (label set {label_set.name!r} has no default '
+                'obstacles): the grid marks no cell occupied and the scan no obstacle; name the '
+                f'classes that stand on the ground, e.g. -p {prefix}obstacle_classes:="[...]" '
+                f'(classes: {", ".join(label_set.classes)})')
         self.scan = VirtualScan(self.grid, get('scan_angle_increment'), get('max_range'))
         self.base_frame = get('base_frame')
         if not self.base_frame:
