@@ -29,9 +29,8 @@ import sys
 import time
 from typing import Dict, List
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import (
     InvalidParameterTypeException, InvalidTopicNameException, ParameterException)
 from rclpy.node import Node
@@ -101,9 +100,7 @@ class FreespaceNode(Node):
         self._newest_stamp = None
         if self.publish_rate > 0:
             self.create_timer(1.0 / self.publish_rate, self._publish)
-        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(1.0, self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        node_main.publish_diagnostics(self, self.diagnostic_statuses)
         self.get_logger().info(
             f'fusing {len(self.cameras)} cameras ({", ".join(self.cameras)}) into a '
             f'{self.settings.grid.width}x{self.settings.grid.height} grid at '
@@ -255,12 +252,6 @@ class FreespaceNode(Node):
             statuses.append(DiagnosticStatus(level=lvl, name=f'{fqn}: camera {name}',
                                              message=msg, hardware_id=name, values=values))
         return statuses
-
-    def _publish_diagnostics(self) -> None:
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = self.diagnostic_statuses()
-        self.diagnostics.publish(array)
 
 
 def usage() -> str:

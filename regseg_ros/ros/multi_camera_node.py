@@ -26,11 +26,10 @@ import sys
 import threading
 from typing import Dict, List
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.clock import Clock, ClockType
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from regseg_ros.core.errors import RegsegError
-from regseg_ros.ros import params as P
+from regseg_ros.ros import node_main, params as P
 from regseg_ros.ros.camera_pipeline import BatchWorker, CameraPipeline, COUNTERS
 from regseg_ros.segmenter import OUTPUTS
 
@@ -57,14 +56,14 @@ class MultiCameraNode(Node):
         P.startup(self, self._setup)
 
     def _setup(self) -> None:
-        P.declare_model_parameters(self)
+        label_set = P.declare_model_parameters(self)
         cameras = self._declare_cameras()
         names = list(cameras)
         P.warn_unknown(self, tuple(f'{name}.' for name in names))
         p = P.node_params(self)
         P.check_choices(p)
         max_batch = min(p['max_batch'], len(names))
-        self.segmenter = P.build_segmenter(self, p, max_batch=max_batch)
+        self.segmenter = P.build_segmenter(self, p, label_set, max_batch=max_batch)
         self.backend = self.segmenter.backend
         self.settings = {'max_rate_hz': p['max_rate_hz'],
                          'max_input_pixels': p['max_input_pixels']}
@@ -82,10 +81,8 @@ class MultiCameraNode(Node):
                                                out_qos, self._cond, self.settings))
             self.get_logger().info(f'camera {name}: {topic} ({transport}) -> '
                                    f'{prefix}{OUTPUT_NODE}/*')
-        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.create_timer(1.0, self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        node_main.publish_diagnostics(self, self.diagnostic_statuses)
         self.worker = BatchWorker(self, self.segmenter, self.cameras, self._cond, self.settings,
                                   max_batch=max_batch)
         self.worker.start()
@@ -156,12 +153,6 @@ class MultiCameraNode(Node):
             level=worst, name=f'{fqn}: total', message='; '.join(bad) or 'segmenting',
             hardware_id=f'{info["backend"]}/{info["device"]}', values=kv))
         return statuses
-
-    def _publish_diagnostics(self) -> None:
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = self.diagnostic_statuses()
-        self.diagnostics.publish(array)
 
     def stop(self) -> None:
         """Stop the worker after the batch in hand and release the backend."""

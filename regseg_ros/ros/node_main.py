@@ -22,14 +22,28 @@ do not respawn on it); SIGINT/SIGTERM stop the node cleanly with exit status 0.
 import re
 import signal
 import sys
-from typing import Callable
+from typing import Callable, List
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidServiceNameException, InvalidTopicNameException
 from rclpy.executors import ExternalShutdownException
 from regseg_ros.core.errors import RegsegError
 
 CONFIG_ERROR = 2   # start-up configuration error: launch files do not respawn on it
+
+
+def publish_diagnostics(node, statuses: Callable[[], List[DiagnosticStatus]]) -> None:
+    """Publish ``statuses()`` on /diagnostics once a second, on the steady clock."""
+    publisher = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+    def tick():
+        array = DiagnosticArray(status=statuses())
+        array.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(array)
+    # The steady clock: a paused bag (use_sim_time) must not stop the diagnostics.
+    node.create_timer(1.0, tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
 
 class StartupError(Exception):

@@ -158,8 +158,12 @@ def label_set_for(params: Dict[str, object]) -> LabelSet:
                              params.get('cache_dir') or None)
 
 
-def declare_model_parameters(node) -> None:
-    """Declare every shared parameter on ``node``; raise RegsegError naming a bad value."""
+def declare_model_parameters(node) -> LabelSet:
+    """
+    Declare every shared parameter on ``node``; raise RegsegError naming a bad value.
+
+    Return the label set the parameters choose (read once: a checkpoint's is loaded from it).
+    """
     try:
         for name, (default, doc, choices, read_only) in STRING_PARAMS.items():
             node.declare_parameter(name, default, descriptor(doc, read_only, choices))
@@ -174,6 +178,7 @@ def declare_model_parameters(node) -> None:
     except ParameterException as exc:
         raise RegsegError(f'{exc}: fix the value in the params file or the -p override'
                           f'{type_hint(str(exc))}') from None
+    return label_set
 
 
 def node_params(node) -> Dict[str, object]:
@@ -207,9 +212,9 @@ def backend_options(p) -> Dict[str, object]:
     return {name: p[name] for name in names if p[name]}
 
 
-def build_segmenter(node, p: Dict[str, object], max_batch: int = 1) -> Segmenter:
+def build_segmenter(node, p: Dict[str, object], label_set: LabelSet,
+                    max_batch: int = 1) -> Segmenter:
     """Load the backend the parameters ask for, warm it up and return its Segmenter."""
-    label_set = label_set_for(p)
     options = backend_options(p)
     if max_batch > 1:
         options['max_batch'] = max_batch

@@ -24,10 +24,9 @@ several cameras with one model (:mod:`regseg_ros.ros.camera_pipeline`).
 import sys
 import threading
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.clock import Clock, ClockType
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
-from regseg_ros.ros import params as P
+from regseg_ros.ros import node_main, params as P
 from regseg_ros.ros.camera_pipeline import BatchWorker, CameraPipeline
 from regseg_ros.ros.freespace_ros import FreespacePublisher
 from regseg_ros.segmenter import OUTPUTS
@@ -44,10 +43,10 @@ class SegmentationNode(Node):
         P.startup(self, self._setup)
 
     def _setup(self) -> None:
-        P.declare_model_parameters(self)
+        label_set = P.declare_model_parameters(self)
         p = P.node_params(self)
         P.check_choices(p)
-        self.segmenter = P.build_segmenter(self, p)
+        self.segmenter = P.build_segmenter(self, p, label_set)
         self.backend = self.segmenter.backend
         # image_transport's naming: `image` remapped, then /compressed. rclpy releases without
         # Node.resolve_topic_name get the relative name (remap `image/compressed` there).
@@ -68,11 +67,8 @@ class SegmentationNode(Node):
         if self.freespace.enabled:
             self.camera.on_published = self.freespace.update
             self.camera.required = self.freespace.required_outputs()
-        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        # Diagnostics tick on the steady clock: a paused bag (use_sim_time) must not stop them.
-        self.create_timer(1.0, self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        node_main.publish_diagnostics(self, lambda: [self.diagnostic_status()])
         self.worker = BatchWorker(self, self.segmenter, [self.camera], cond, self.settings)
         self.worker.start()
         info = self.backend.describe()
@@ -91,12 +87,6 @@ class SegmentationNode(Node):
             f'{self.get_fully_qualified_name()}: segmentation', self.backend.describe())
         status.values += self.freespace.diagnostic_values()
         return status
-
-    def _publish_diagnostics(self) -> None:
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [self.diagnostic_status()]
-        self.diagnostics.publish(array)
 
     def stop(self) -> None:
         """Stop the worker after the frame in hand and release the backend."""
