@@ -28,10 +28,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-import tempfile
 from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.files import write_atomic
 from regseg_ros.model.weights import default_cache_dir
 
 # Bump when the way engines are built or used changes in a way the other fields do not show.
@@ -108,20 +108,6 @@ def newest_sibling(directory: os.PathLike, stem: str, exclude: os.PathLike
         return None
     path = max(others, key=lambda p: p.stat().st_mtime)
     return path, read_metadata(path.with_suffix('.json'))
-
-
-def write_atomic(path: os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
-    try:
-        with os.fdopen(fd, 'wb') as out:
-            out.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_metadata(path: os.PathLike, metadata: Mapping[str, object]) -> None:

@@ -41,12 +41,13 @@ from regseg_ros.backends import default_log, max_batch_option
 from regseg_ros.backends.base import Backend, BackendConfig, Prediction
 from regseg_ros.backends.engine_cache import (
     build_lock, calibration_hash, calibration_images, engine_dir, engine_files, engine_metadata,
-    newest_sibling, read_metadata, stale_reason, write_atomic, write_metadata)
+    newest_sibling, read_metadata, stale_reason, write_metadata)
 from regseg_ros.backends.torch_backend import (
     load_regseg, normalisation, predictions_from_quarter, prepare_on_gpu, resolve_device)
 from regseg_ros.backends.trt_build import (
     build_serialized_engine, check_precision, import_tensorrt, make_calibrator, make_logger)
 from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.files import write_atomic
 from regseg_ros.model.export import export_onnx, INPUT_NAME, OUTPUT_NAME
 from regseg_ros.model.optimize import fold_batchnorm
 from regseg_ros.model.weights import file_sha256

@@ -29,8 +29,8 @@ import threading
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
-from regseg_ros.backends.engine_cache import write_atomic
 from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.files import write_atomic
 
 Log = Callable[[str], None]
 MIN_VERSION = (8, 5)

@@ -58,12 +58,12 @@ import math
 import os
 from pathlib import Path
 import sys
-import tempfile
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.files import writable_dir, write_atomic
 from regseg_ros.core.imaging import png_size
 from regseg_ros.core.labels import (CAMVID, camvid_segnet_lut, CAMVID_SEGNET_UNLABELLED,
                                     get_label_set, IGNORE_ID, LABEL_SETS, LabelSet)
@@ -359,46 +359,6 @@ def evaluate_pairs(pairs: Sequence[Pair], predict: Predictor,
 
 # -- outputs ---------------------------------------------------------------------------------
 
-def _file_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` under a temporary name, then rename: complete or absent."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _writable_dir(folder: Path, what: str, fix: str) -> None:
-    """Create ``folder`` and prove a file can be made in it, or raise naming it."""
-    for existing in (folder,) + tuple(folder.parents):
-        if existing.exists():
-            if not existing.is_dir():
-                raise RegsegError(f'cannot write the {what}: {str(existing)!r} is a file, not a '
-                                  f'folder: {fix}')
-            break
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix='.regseg-write-test-')
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise RegsegError(f'cannot write the {what} ({str(folder)!r}: '
-                          f'{exc.strerror or exc}): {fix}') from None
-
-
 def check_report_path(path: Path) -> None:
     """Fail now, not after the run, when the report cannot be written at ``path``."""
     fix = 'pass --report PATH somewhere writable'
@@ -406,7 +366,7 @@ def check_report_path(path: Path) -> None:
         raise RegsegError(f'report {str(path)!r} is a folder: {fix}, e.g. {path}/report.json')
     if path.exists() and not os.access(path, os.W_OK):
         raise RegsegError(f'report {str(path)!r} exists and is read-only: {fix}')
-    _writable_dir(path.parent, f'report {str(path)!r}', fix)
+    writable_dir(path.parent, f'report {str(path)!r}', fix)
 
 
 class PredictionWriter:
@@ -426,8 +386,8 @@ class PredictionWriter:
         if label_set.label_ids is not None and layout == 'cityscapes':
             self.kinds.append(('labelIds', label_set.label_id_lut()))
         for kind, _lut in self.kinds:
-            _writable_dir(self.folder / kind, f'predictions in {str(self.folder)!r}',
-                          'pass --save-predictions DIR somewhere writable')
+            writable_dir(self.folder / kind, f'predictions in {str(self.folder)!r}',
+                         'pass --save-predictions DIR somewhere writable')
         self.count = 0
 
     def __call__(self, pair: Pair, pred: np.ndarray) -> None:

@@ -30,11 +30,11 @@ import json
 import math
 import os
 from pathlib import Path
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from regseg_ros.core.errors import RegsegError
+from regseg_ros.core.files import writable_dir, write_atomic
 from regseg_ros.core.labels import LabelSet
 from regseg_ros.core.metrics import confusion_matrix, scores
 from regseg_ros.model.regseg import RegSeg
@@ -147,19 +147,6 @@ def evaluate_model(model: nn.Module, pairs: Sequence[datasets.Pair], layout: str
     return scores(total.numpy())
 
 
-def _write_json(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.tmp-')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=1)
-            f.write('\n')
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _check_output(output: Path, resume: Optional[str]) -> None:
     """Refuse to mix two runs in one folder; prove the folder is writable (before training)."""
     if output.exists() and not output.is_dir():
@@ -168,17 +155,6 @@ def _check_output(output: Path, resume: Optional[str]) -> None:
         raise RegsegError(f'--output {str(output)!r} already holds a training run ({LAST}): '
                           f'pass --resume {output / LAST} to continue it or choose another '
                           '--output')
-
-
-def _make_output(output: Path) -> None:
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=output, prefix='.write-test-')
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise RegsegError(f'cannot write to --output {str(output)!r} '
-                          f'({exc.strerror or exc}): choose a writable folder') from None
 
 
 class Run:
@@ -287,7 +263,8 @@ def _train(ctx, root, output, recipe, layout, classes, train_split, val_split, r
     if resume:
         _resume(resume, model, optimizer, scaler, run)
     if ctx.main:
-        _make_output(output)
+        writable_dir(output, f'training run in --output {str(output)!r}',
+                     'choose a writable folder')
     distributed.barrier(ctx)
 
     trainset = datasets.TrainSet(train_pairs, layout, label_set, recipe)
@@ -368,8 +345,8 @@ def _save(run, model, optimizer, scaler, ctx, output, root, layout, best):
             save_checkpoint(output / BEST, {'model': state['model'], 'epoch': state['epoch'],
                                             'best_mIU': miou, META_KEY: meta})
         save_checkpoint(output / LAST, state)
-        _write_json(output / HISTORY, {'history': run.history, 'evals': run.evals,
-                                       'best_miou': run.best_miou})
+        history = {'history': run.history, 'evals': run.evals, 'best_miou': run.best_miou}
+        write_atomic(output / HISTORY, (json.dumps(history, indent=1) + '\n').encode())
     else:
         miou = run.evals[-1]['miou'] if best and run.evals else None
         if miou is not None and not math.isnan(miou) and miou > run.best_miou:
