@@ -121,15 +121,6 @@ def barrier(ctx: Context) -> None:
         dist.barrier()
 
 
-def broadcast_error(message: Optional[str], ctx: Context) -> Optional[str]:
-    """Share rank 0's error message (or None) with every process."""
-    if not ctx.distributed:
-        return message
-    box = [message]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def cleanup(ctx: Context) -> None:
     """Leave the process group."""
     if ctx.distributed and dist.is_initialized():
