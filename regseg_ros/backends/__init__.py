@@ -46,6 +46,7 @@ OPTIONS = {
     'int8_calibration_dir': 'tensorrt',
     'timing_cache': 'tensorrt',
     'exact_batch': 'torch',
+    'torchscript': 'torch',
 }
 # Options every backend reads: the largest batch ``infer`` gets (TensorRT builds its engine's
 # optimisation profile for batch 1..max_batch).

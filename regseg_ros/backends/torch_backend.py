@@ -39,8 +39,10 @@ process_per_camera starts on a CPU with fewer cores than cameras).
 
 from concurrent.futures import ThreadPoolExecutor
 import re
+import threading
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
+import warnings
 
 import numpy as np
 from regseg_ros.backends import default_log, max_batch_option
@@ -159,23 +161,45 @@ def predictions_from_quarter(quarter: torch.Tensor, size: Tuple[int, int],
     return results
 
 
+class _Quarter(torch.nn.Module):
+    """``model.forward_quarter`` as a module's forward, for tracing."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_quarter(x)
+
+
 class TorchBackend(Backend):
     """RegSeg in PyTorch eager mode, tuned per device; optionally a CUDA graph on the GPU."""
 
     name = 'torch'
-    options = ('cuda_graph', 'exact_batch')
+    options = ('cuda_graph', 'exact_batch', 'torchscript')
 
     def __init__(self, config: BackendConfig, log: Optional[Callable[[str], None]] = None):
         super().__init__(config)
         self.log = log or default_log()
         self.device = None
         self._graph = None
+        self._script = None   # forward_quarter traced for batch 1 (CPU, see load)
         self._bench_input = None
         self.per_sample = False   # run the network frame by frame (see exact_batch)
         self.max_batch = 1
         self._pool: Optional[ThreadPoolExecutor] = None   # parallel forwards (per_sample)
         self.forward_threads = 0   # torch threads of one forward in the pool
         self.parallel_forwards = 1
+        self._local = threading.local()
+
+    @property
+    def last_forward_s(self) -> Optional[float]:
+        """Seconds of the network in this thread's last ``infer``: callers may infer in parallel."""
+        return getattr(self._local, 'forward_s', None)
+
+    @last_forward_s.setter
+    def last_forward_s(self, value: Optional[float]) -> None:
+        self._local.forward_s = value
 
     def load(self) -> None:
         cfg = self.config
@@ -189,7 +213,9 @@ class TorchBackend(Backend):
                 f'{cfg.device!r}')
         cuda_graph = cfg.options.get('cuda_graph', False)
         exact = cfg.options.get('exact_batch', True)
-        for key, value in (('cuda_graph', cuda_graph), ('exact_batch', exact)):
+        script = cfg.options.get('torchscript', True)
+        for key, value in (('cuda_graph', cuda_graph), ('exact_batch', exact),
+                           ('torchscript', script)):
             if not isinstance(value, bool):
                 raise RegsegError(f'option {key} is {value!r}: set it to true or false')
         self.max_batch = max_batch_option(cfg.options)
@@ -203,6 +229,8 @@ class TorchBackend(Backend):
             self.log(f'option cuda_graph ignored: it needs a CUDA device, not {cfg.device!r}')
         elif cuda_graph:
             self._graph = self._capture_graph()
+        if script and self.device.type == 'cpu':
+            self._script = self._trace()
         if exact and self.device.type == 'cpu' and self.max_batch > 1:
             self.per_sample = not self.batch_is_exact(self.max_batch)
             self.log(f'exact_batch: batch {self.max_batch} logits are '
@@ -234,7 +262,7 @@ class TorchBackend(Backend):
         """One frame in a pool thread, as a batch of 1: return (prediction, forward start, end)."""
         x = self._prepare([image])   # inference mode is per thread: the decorator sets it here
         start = time.perf_counter()
-        quarter = self.model.forward_quarter(x)
+        quarter = self._forward_quarter(x)
         end = time.perf_counter()
         pred = predictions_from_quarter(quarter, tuple(x.shape[-2:]), [output_size],
                                         with_confidence)[0]
@@ -250,6 +278,35 @@ class TorchBackend(Backend):
         together = self.model.forward_quarter(x)
         alone = torch.cat([self.model.forward_quarter(x[i:i + 1]) for i in range(batch)])
         return bool(torch.equal(together, alone))
+
+    @torch.inference_mode()
+    def _trace(self):
+        """
+        Trace ``forward_quarter`` for one frame at the network size; None (logged) on failure.
+
+        The traced network runs the same kernels in TorchScript's interpreter, which holds no
+        GIL: frames side by side (and the node's other threads) no longer queue for it at every
+        layer. Used only where its logits are bit-equal to eager mode, checked here once.
+        """
+        h, w = self.config.input_size
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(1, 3, h, w, generator=gen).to(self.dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', torch.jit.TracerWarning)
+                traced = torch.jit.trace(_Quarter(self.model), x, check_trace=False)
+            for _ in range(3):   # the profiling executor settles on its graph in two runs
+                out = traced(x)
+        except Exception as exc:  # noqa: B902 tracing fails on some torch builds and ops
+            self.log(f'option torchscript: tracing failed ({type(exc).__name__}: {exc}); '
+                     'running eager')
+            return None
+        if not torch.equal(out, self.model.forward_quarter(x)):
+            self.log('option torchscript: traced logits are not bit-equal to eager mode on '
+                     'this CPU; running eager')
+            return None
+        return traced
 
     @torch.inference_mode()
     def _capture_graph(self):
@@ -292,8 +349,10 @@ class TorchBackend(Backend):
             static_in.copy_(x)
             graph.replay()
             return static_out  # overwritten by the next replay: used up before infer returns
+        if self._script is not None and x.shape[0] == 1:
+            return self._script(x)
         if self.per_sample and x.shape[0] > 1:
-            return torch.cat([self.model.forward_quarter(x[i:i + 1]) for i in range(len(x))])
+            return torch.cat([self._forward_quarter(x[i:i + 1]) for i in range(len(x))])
         return self.model.forward_quarter(x)
 
     @torch.inference_mode()
@@ -348,7 +407,10 @@ class TorchBackend(Backend):
                 self._bench_input = torch.randn(1, 3, h, w, device=self.device,
                                                 dtype=self.dtype
                                                 ).contiguous(memory_format=torch.channels_last)
-            self.model(self._bench_input)
+            # What the model's forward does, through the traced network where the node uses it.
+            F.interpolate(self._forward_quarter(self._bench_input),
+                          size=self._bench_input.shape[-2:], mode='bilinear',
+                          align_corners=False)
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
 
@@ -360,6 +422,7 @@ class TorchBackend(Backend):
             info['cuda_graph'] = str(self._graph is not None).lower()
         else:
             info['threads'] = str(torch.get_num_threads())
+            info['forward'] = 'torchscript' if self._script is not None else 'eager'
         if self.max_batch > 1:
             info['max_batch'] = str(self.max_batch)
             info['batch_forward'] = 'per_frame' if self.per_sample else 'batched'
@@ -374,5 +437,6 @@ class TorchBackend(Backend):
             self._pool = None
         self.model = None
         self._graph = None
+        self._script = None
         if getattr(self, 'device', None) is not None and self.device.type == 'cuda':
             torch.cuda.empty_cache()

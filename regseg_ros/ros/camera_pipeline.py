@@ -29,6 +29,7 @@ the node's 0.7 busy cores on a 2-core VM). Such frames are counted from the gaps
 publisher's sequence numbers (``frames_dropped``, and in ``frames_received``).
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 import threading
 import time
@@ -275,10 +276,17 @@ class CameraPipeline:
 
 class BatchWorker:
     """
-    One thread segmenting the newest frame of every camera that has one, as one batch.
+    One thread taking the newest frame of every camera that has one and segmenting them together.
 
-    A camera with no fresh frame is simply not in the batch, so a silent camera never stalls
-    the others; each camera's results go to that camera's pipeline only.
+    With a backend that batches (TensorRT, torch on CUDA, torch with ``exact_batch`` false) the
+    frames go through the network as one batch, and the next batch is taken once this one is
+    published. With a backend that runs the frames of a batch side by side (torch on the CPU
+    with ``exact_batch``: ``parallel_forwards`` > 1), each frame runs whole (decode, network,
+    publish) in one of that many lanes, and the worker hands a lane the next fresh frame as soon
+    as the lane is free instead of waiting for the slowest frame of a batch, so the cores do not
+    idle while frames wait. A camera has at most one frame in a lane: its outputs keep their
+    order. Either way a camera with no fresh frame is simply not taken, so a silent camera
+    never stalls the others, and each camera's results go to that camera's pipeline only.
     """
 
     def __init__(self, node, segmenter: Segmenter, cameras: Sequence[CameraPipeline],
@@ -291,8 +299,17 @@ class BatchWorker:
         self._settings = settings
         self._network_size = tuple(segmenter.backend.config.input_size)
         self._last_start = 0.0
+        self._served: Dict[CameraPipeline, float] = {}   # camera -> when its frame was taken
         self._stopping = False
-        self._wake = node.create_guard_condition(lambda: None)   # stop() ends a wait for frames
+        lanes = int(getattr(segmenter.backend, 'parallel_forwards', 1))
+        self.lanes = lanes if lanes > 1 and len(self.cameras) > 1 else 0
+        self._capacity = self.lanes or self.max_batch   # frames taken and not yet published
+        self._busy: set = set()   # cameras with a frame in a lane (guarded by cond)
+        self._pool = (ThreadPoolExecutor(self.lanes, thread_name_prefix='regseg-lane')
+                      if self.lanes else None)
+        # Ends the worker's wait for frames; in WorkerTakes so the executor never waits on it
+        # (it would take triggers meant for the worker).
+        self._wake = node.create_guard_condition(lambda: None, callback_group=WorkerTakes())
         self._thread = threading.Thread(target=self._run, name='regseg-worker', daemon=True)
 
     def start(self) -> None:
@@ -301,27 +318,45 @@ class BatchWorker:
     def _next_batch(self) -> Optional[List[Tuple[CameraPipeline, object, float]]]:
         """Block until frames are due; return [(camera, msg, received_at)], None when stopping."""
         while True:
-            for cam in self.cameras:
+            with self._cond:
+                while len(self._busy) >= self._capacity and not self._stopping:
+                    self._cond.wait()   # every lane busy: the first to finish notifies
+                if self._stopping:
+                    return None
+                slots = self._capacity - len(self._busy)
+                # Only this thread adds to _busy: a camera free now stays free below. The
+                # cameras served longest ago come first (round robin).
+                free = sorted((cam for cam in self.cameras if cam not in self._busy),
+                              key=lambda cam: self._served.get(cam, 0.0))
+            ready = []
+            for cam in free:
+                # Take the newest frame; once the batch is full the other cameras' frames stay
+                # in DDS (a frame taken now and replaced later would be a wasted copy).
                 cam.poll()
+                if cam.pending is not None:
+                    ready.append(cam)
+                    if len(ready) == slots:
+                        break
             with self._cond:
                 if self._stopping:
                     return None
-                ready = [cam for cam in self.cameras if cam.pending is not None]
                 if ready:
                     rate = self._settings['max_rate_hz']
                     wait = (self._last_start + 1.0 / rate - time.monotonic()) if rate > 0 else 0
                     if wait <= 0:
-                        # The longest-waiting cameras first when more are ready than fit.
-                        ready.sort(key=lambda cam: cam.pending[1])
+                        if self.lanes:
+                            self._busy.update(ready)
                         self._last_start = time.monotonic()
-                        return [(cam,) + cam.take() for cam in ready[:self.max_batch]]
+                        for cam in ready:
+                            self._served[cam] = self._last_start
+                        return [(cam,) + cam.take() for cam in ready]
                     self._cond.wait(wait)   # newer frames meanwhile wait in DDS
                     continue
-            self._wait_for_frames(0.5)
+            self._wait_for_frames(free, 0.5)
 
-    def _wait_for_frames(self, timeout_s: float) -> None:
-        """Block until a camera's subscription has a message, stop() is called or the timeout."""
-        subs = [cam.subscription for cam in self.cameras]
+    def _wait_for_frames(self, cameras: Sequence[CameraPipeline], timeout_s: float) -> None:
+        """Block until a camera's subscription has a message, the guard condition or timeout."""
+        subs = [cam.subscription for cam in cameras]
         with ExitStack() as stack:
             stack.enter_context(self.node.context.handle)
             for entity in subs + [self._wake]:
@@ -344,9 +379,34 @@ class BatchWorker:
                 return
             if batch is None:
                 return
-            self._process(batch)
+            if not self.lanes:
+                self._process(batch)
+                continue
+            with self._cond:
+                together = len(self._busy)
+            for frame in batch:
+                self._pool.submit(self._lane, frame, together)
 
-    def _process(self, batch) -> None:
+    def _lane(self, frame, together: int) -> None:
+        """Segment and publish one frame in a lane thread, then free the lane."""
+        cam = frame[0]
+        try:
+            self._process([frame], together)
+        except Exception as exc:  # noqa: B902 a future would swallow it: count and log it
+            error = f'frame failed: {type(exc).__name__}: {exc}'
+            cam.failed(error)
+            self.node.get_logger().error(error, throttle_duration_sec=THROTTLE_S)
+        finally:
+            with self._cond:
+                self._busy.discard(cam)
+                self._cond.notify_all()
+            try:
+                self._wake.trigger()   # the worker may be waiting in DDS for the other cameras
+            except Exception:  # noqa: B902 the context is shut down: nobody waits any more
+                pass
+
+    def _process(self, batch, together: Optional[int] = None) -> None:
+        """Decode, segment and publish ``batch``; ``together``: frames segmented side by side."""
         frames = []   # (camera, msg, received_at, rgb, size, wanted)
         for cam, data, received_at in batch:
             wanted = cam.wanted()
@@ -371,11 +431,11 @@ class BatchWorker:
             self.node.get_logger().error(error, throttle_duration_sec=THROTTLE_S)
             return
         infer_s = time.monotonic() - t0
-        forward_s = self.segmenter.backend.last_forward_s
+        forward_s = self.segmenter.backend.last_forward_s   # of this thread's infer
         try:
             for (cam, msg, received_at, _rgb, _size, wanted), result in zip(frames, results):
                 cam.publish(msg, {k: v for k, v in result.items() if k in wanted}, received_at,
-                            infer_s, forward_s, len(frames))
+                            infer_s, forward_s, together or len(frames))
         except Exception:  # noqa: B902
             # Ctrl-C during inference: rclpy's signal handler has shut the context down before
             # the main thread could stop this worker. The frames are dropped; that is the stop.
@@ -383,7 +443,7 @@ class BatchWorker:
                 raise
 
     def stop(self) -> None:
-        """Stop after the batch in hand and release the backend."""
+        """Stop after the frames in hand and release the backend."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -393,4 +453,6 @@ class BatchWorker:
             pass
         if self._thread.is_alive() or self._thread.ident is not None:
             self._thread.join(timeout=60.0)  # one inference at most
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)   # the lanes finish their frames
         self.segmenter.backend.close()
