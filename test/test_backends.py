@@ -110,6 +110,28 @@ def test_cuda_graph_option_is_checked_and_logged_when_it_cannot_apply():
         create_backend('torch', BackendConfig(allow_untrained=True, options={'cuda_grph': True}))
 
 
+def test_cpu_forward_is_traced_and_gives_the_eager_labels_bit_for_bit(tmp_path):
+    torch.manual_seed(0)
+    torch.save(randomise_bn(build_model('exp48_decoder26'), seed=5).state_dict(),
+               tmp_path / 'w.pth')
+    messages = []
+    traced, eager = (create_backend('torch', BackendConfig(
+        weights=str(tmp_path / 'w.pth'), input_size=(128, 256), options=options),
+        log=messages.append) for options in ({}, {'torchscript': False}))
+    assert traced.describe()['forward'] == 'torchscript'
+    assert eager.describe()['forward'] == 'eager'
+    assert not [m for m in messages if 'torchscript' in m]   # traced: bit-equal at load here
+    rng = np.random.default_rng(3)
+    for size in ((240, 480), (128, 256), (97, 301)):
+        frame = rng.integers(0, 256, size + (3,), dtype=np.uint8)
+        a, b = (backend.infer([frame], [size], with_confidence=True)[0]
+                for backend in (traced, eager))
+        assert np.array_equal(a.labels, b.labels) and np.array_equal(a.confidence, b.confidence)
+    with pytest.raises(RegsegError, match="option torchscript is 'no': set it to true or false"):
+        create_backend('torch', BackendConfig(allow_untrained=True,
+                                              options={'torchscript': 'no'}))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available here')
 def test_cuda_unavailable_is_an_error_not_a_fallback():
     with pytest.raises(RegsegError, match=r"device 'cuda:1' asked for, but CUDA is not "

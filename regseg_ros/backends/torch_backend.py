@@ -15,6 +15,13 @@
 """
 PyTorch backend: CPU (channels_last, folded BatchNorm) and CUDA (fp16, cudnn autotune).
 
+On the CPU, ``options['torchscript']`` (default true) traces ``forward_quarter`` for one frame at
+the network size and runs that instead of eager mode. The traced network runs the same kernels
+(:meth:`TorchBackend.load` checks once that its logits are bit-equal to eager mode, else logs
+and runs eager), but in TorchScript's interpreter, which does not hold Python's GIL: eager mode
+takes the GIL back at every layer, so frames segmented side by side and the node's own Python
+threads (taking frames from DDS, publishing) queued for it between layers.
+
 On CUDA, ``options['cuda_graph']`` captures the network for the fixed input shape once and
 replays it per frame, which removes the per-layer launch overhead (most useful on Jetson).
 
@@ -27,8 +34,9 @@ results differ, runs the network frame by frame, so a frame's labels never depen
 frames in its batch.
 
 Frame by frame, the frames of a batch run in parallel, each resized, forwarded and turned into
-labels as a batch of 1: ``W = min(max_batch, T)`` threads (T = torch's intra-op threads,
-``cpu_threads``) each take one frame with ``T // W`` torch threads. A small network scales
+labels as a batch of 1 (the multi-camera node's worker hands each of ``parallel_forwards``
+lanes its own frame instead, see ``regseg_ros.ros.camera_pipeline``): ``W = min(max_batch, T)``
+threads (T = torch's intra-op threads, ``cpu_threads``) each take one frame with ``T // W`` torch threads. A small network scales
 badly over intra-op threads, worse on a loaded machine where the threads of one layer wait for
 each other (measured on a 2-core VM: 2 frames of 1 thread side by side beat one frame of 2
 threads after the other). Every forward, in a batch of 1 too, then uses ``T // W`` threads, and
@@ -194,7 +202,7 @@ class TorchBackend(Backend):
 
     @property
     def last_forward_s(self) -> Optional[float]:
-        """Seconds of the network in this thread's last ``infer``: callers may infer in parallel."""
+        """Seconds of the network in this thread's last ``infer`` (lanes infer in parallel)."""
         return getattr(self._local, 'forward_s', None)
 
     @last_forward_s.setter

@@ -18,10 +18,12 @@ One camera's path through a node, and the worker that segments the cameras' fram
 :class:`CameraPipeline` holds what belongs to one camera: its subscription, the newest-frame
 slot, decoding, its publishers, counters and diagnostics. :class:`BatchWorker` waits for fresh
 frames, takes the newest frame of every camera that has one (up to ``max_batch``), segments
-them as one batch and hands each camera its own results. The ``regseg`` node is one pipeline
-with batch 1; ``multi_camera_node`` is N pipelines sharing one worker and one model.
+them as one batch and hands each camera its own results; where the backend runs a batch's
+frames side by side anyway (torch on the CPU with ``exact_batch``), it keeps that many lanes
+busy frame by frame instead (see the class). The ``regseg`` node is one pipeline with batch 1;
+``multi_camera_node`` is N pipelines sharing one worker and one model.
 
-The worker takes the frames from DDS itself, when it is ready for the next batch; the executor
+The worker takes the frames from DDS itself, when it is ready for the next frames; the executor
 never sees the image subscriptions. With a depth-1 input QoS, DDS keeps only each camera's newest
 frame meanwhile, so a frame replaced while the worker is busy costs no copy into Python
 (measured: taking every 2048x1024 rgb8 frame of 4 cameras at 10 Hz in the executor cost 0.25 of
