@@ -34,14 +34,14 @@ results differ, runs the network frame by frame, so a frame's labels never depen
 frames in its batch.
 
 Frame by frame, the frames of a batch run in parallel, each resized, forwarded and turned into
-labels as a batch of 1 (the multi-camera node's worker hands each of ``parallel_forwards``
-lanes its own frame instead, see ``regseg_ros.ros.camera_pipeline``): ``W = min(max_batch, T)``
-threads (T = torch's intra-op threads, ``cpu_threads``) each take one frame with ``T // W``
-torch threads. A small network scales badly over intra-op threads, worse on a loaded machine
-where the threads of one layer wait for each other (measured on a 2-core VM: 2 frames of 1 thread side by side beat one frame of 2
-threads after the other). Every forward, in a batch of 1 too, then uses ``T // W`` threads, and
-the logits depend on the thread count in the last bits: a frame's labels equal those of a
-``regseg`` node with ``cpu_threads`` ``T // W`` (what vehicle_cameras.launch.py
+labels as a batch of 1 (the multi-camera node's worker hands each of ``parallel_forwards`` lanes
+its own frame instead, see ``regseg_ros.ros.camera_pipeline``): ``W = min(max_batch, T)`` threads
+(T = torch's intra-op threads, ``cpu_threads``) each take one frame with ``T // W`` torch threads.
+A small network scales badly over intra-op threads, worse on a loaded machine where the threads of
+one layer wait for each other (measured on a 2-core VM: 2 frames of 1 thread side by side beat one
+frame of 2 threads after the other). Every forward, in a batch of 1 too, then uses ``T // W``
+threads, and the logits depend on the thread count in the last bits: a frame's labels equal those
+of a ``regseg`` node with ``cpu_threads`` ``T // W`` (what vehicle_cameras.launch.py
 process_per_camera starts on a CPU with fewer cores than cameras).
 """
 
