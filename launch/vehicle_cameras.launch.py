@@ -107,7 +107,8 @@ def _setup(context, *args, **kwargs):
     if helpers.parse_bool(values['freespace'], 'freespace'):
         freespace_file = os.path.join(config_dir, helpers.FREESPACE_FILE)
         parameters = [freespace_file] if os.path.isfile(freespace_file) else []
-        parameters.append(dict(helpers.freespace_parameters(enabled), use_sim_time=use_sim_time))
+        parameters.append(dict(helpers.freespace_parameters(
+            enabled, label_set=values['freespace_label_set']), use_sim_time=use_sim_time))
         actions += _node(files, f'/{helpers.FREESPACE_NODE_NAME}', respawn, parameters,
                          helpers.FREESPACE_NODE_NAME, executable=helpers.FREESPACE_EXECUTABLE,
                          name=helpers.FREESPACE_NODE_NAME)

@@ -643,6 +643,15 @@ def test_vehicle_launch_default_is_one_multi_camera_node_and_freespace(monkeypat
     shut_down(actions)
 
 
+def test_vehicle_launch_gives_freespace_node_the_label_set_asked_for(monkeypatch):
+    _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
+                                         platform='cpu', freespace_label_set='/runs/best.pth')
+    freespace = [n for n in nodes_of(actions) if n.kwargs['executable'] == 'freespace_node'][0]
+    values = helpers.params_file_values(freespace.kwargs['parameters'][1])
+    assert values['label_set'] == '/runs/best.pth'
+    shut_down(actions)
+
+
 def test_vehicle_launch_without_freespace_starts_segmentation_only(monkeypatch):
     _declared, actions = run_launch_file(monkeypatch, 'vehicle_cameras.launch.py',
                                          platform='cpu', freespace='false')
@@ -668,6 +677,12 @@ def test_freespace_parameters_follow_the_contract():
         'left.labels_topic': '/car/left/regseg/labels',
         'left.confidence_topic': '/car/left/regseg/confidence',
         'left.camera_info_topic': '/left_fisheye/camera_info'}  # no pose: tf2
+    assert helpers.freespace_parameters(cameras[:1], label_set=' /runs/best.pth ') == {
+        'cameras': ['front'], 'base_frame': 'base_link', 'label_set': '/runs/best.pth',
+        'front.labels_topic': '/front/regseg/labels',
+        'front.confidence_topic': '/front/regseg/confidence',
+        'front.camera_info_topic': '/front_camera/camera_info',
+        'front.pose': [1.8, 0.0, 1.5, 0.0, 0.17, 0.0]}
     assert helpers.sibling_camera_info('cam/image') == 'cam/camera_info'
     assert helpers.sibling_camera_info('image') == 'camera_info'
 

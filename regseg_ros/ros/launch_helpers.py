@@ -126,6 +126,10 @@ VEHICLE_ARGUMENTS: Tuple[Tuple[str, str, str], ...] = (
     ('freespace', 'true',
      'true also starts freespace_node (node name freespace, config/freespace.yaml) fusing the '
      "cameras' labels into a grid and a scan in base_link; false: segmentation only"),
+    ('freespace_label_set', '',
+     'Classes of the labels for freespace_node: cityscapes, camvid, a classes YAML or a '
+     'checkpoint written by train (give your fine-tuned weights here too); empty: the value '
+     'of config/freespace.yaml (cityscapes)'),
 ) + COMMON_ARGUMENTS
 # Arguments whose values launch itself checks (DeclareLaunchArgument choices).
 ARGUMENT_CHOICES: Dict[str, List[str]] = {'platform': [AUTO_PLATFORM] + list(PLATFORMS)}
@@ -392,10 +396,10 @@ def multi_camera_parameters(cameras: Sequence[Camera]) -> Dict[str, object]:
     return params
 
 
-def freespace_parameters(cameras: Sequence[Camera], base_frame: str = 'base_link'
-                         ) -> Dict[str, object]:
+def freespace_parameters(cameras: Sequence[Camera], base_frame: str = 'base_link',
+                         label_set: str = '') -> Dict[str, object]:
     """
-    Return the freespace_node parameters for ``cameras``.
+    Return the freespace_node parameters for ``cameras`` (and ``label_set`` when not empty).
 
     Per camera NAME: ``NAME.labels_topic`` and ``NAME.confidence_topic`` (the segmentation
     outputs under its namespace), ``NAME.camera_info_topic`` and, when the cameras file gives
@@ -403,6 +407,8 @@ def freespace_parameters(cameras: Sequence[Camera], base_frame: str = 'base_link
     """
     params: Dict[str, object] = {'cameras': [cam.name for cam in cameras],
                                  'base_frame': base_frame}
+    if label_set.strip():
+        params['label_set'] = label_set.strip()
     for cam in cameras:
         params[f'{cam.name}.labels_topic'] = output_topic(cam.namespace, 'labels')
         params[f'{cam.name}.confidence_topic'] = output_topic(cam.namespace, 'confidence')
