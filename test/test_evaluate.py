@@ -345,6 +345,21 @@ def test_report_defaults_to_the_current_folder(tmp_path, monkeypatch):
     assert (work / 'x.json').is_file()
 
 
+def test_a_second_run_keeps_the_first_default_report(tmp_path, capsys, monkeypatch):
+    root = tmp_path / 'cityscapes'
+    make_cityscapes(root, n=1)
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / 'regseg_eval_cityscapes_val.json'
+    first.write_text('{"mine": 1}\n')   # an earlier run's report
+    assert main([str(root), '--allow-untrained', '--no-progress']) == 0
+    assert json.loads(first.read_text()) == {'mine': 1}
+    second = tmp_path / 'regseg_eval_cityscapes_val_2.json'
+    assert json.loads(second.read_text())['images'] == 1
+    assert capsys.readouterr().out.rstrip().endswith(f'report: {second.name}')
+    assert main([str(root), '--allow-untrained', '--no-progress']) == 0
+    assert (tmp_path / 'regseg_eval_cityscapes_val_3.json').is_file()
+
+
 def test_unwritable_report_fails_before_the_run(tmp_path, capsys, monkeypatch):
     root = tmp_path / 'cityscapes'
     make_cityscapes(root, n=1)

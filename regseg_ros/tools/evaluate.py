@@ -359,6 +359,16 @@ def evaluate_pairs(pairs: Sequence[Pair], predict: Predictor,
 
 # -- outputs ---------------------------------------------------------------------------------
 
+def default_report(layout: str, split: str) -> Path:
+    """Return ./regseg_eval_<layout>_<split>.json, or the first free _2, _3 ... name after it."""
+    first = Path(f'regseg_eval_{layout}_{split}.json')
+    path, n = first, 1
+    while path.exists() or path.is_symlink():   # an earlier run's report is never replaced
+        n += 1
+        path = first.with_name(f'{first.stem}_{n}{first.suffix}')
+    return path
+
+
 def check_report_path(path: Path) -> None:
     """Fail now, not after the run, when the report cannot be written at ``path``."""
     fix = 'pass --report PATH somewhere writable'
@@ -546,8 +556,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument('--limit', type=int, default=None, metavar='N',
                         help='evaluate only the first N images (a quick check)')
     parser.add_argument('--report', '--output', dest='report', default=None, metavar='PATH',
-                        help='JSON report path (default: ./regseg_eval_<layout>_<split>.json); '
-                        'checked before the run, written atomically at the end')
+                        help='JSON report path, replaced if it exists (default: '
+                        './regseg_eval_<layout>_<split>.json, or _2, _3 ... after it: an '
+                        'earlier report is kept); checked before the run, written atomically '
+                        'at the end')
     parser.add_argument('--save-predictions', default=None, metavar='DIR',
                         help='save each prediction as DIR/labelTrainIds/<name>_labelTrainIds.png'
                         ' and, for cityscapes, DIR/labelIds/<name>_labelIds.png '
@@ -609,7 +621,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ckpt_classes = (checkpoint_classes(args.weights, args.cache_dir) if args.weights
                             else None)
             check_classes(layout, label_set, bool(args.label_set), ckpt_classes, args.weights)
-        report = Path(args.report) if args.report else Path(f'regseg_eval_{layout}_{split}.json')
+        report = Path(args.report) if args.report else default_report(layout, split)
         check_report_path(report)
         save = (PredictionWriter(args.save_predictions, layout, label_set)
                 if args.save_predictions else None)
