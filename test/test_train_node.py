@@ -69,8 +69,8 @@ def served(checkpoint, tmp_path_factory):
 def test_node_serves_the_checkpoint_with_its_label_set(served):
     root, peer, proc, pub, outs = served
     names = ', '.join(name for name, _c, _d in train_data.CLASSES)
-    assert f"from the checkpoint: 4 classes ({names}), drivable by default: background" in (
-        proc.log()), proc.log()   # the node says which classes it took
+    said = f'from the checkpoint: 4 classes ({names}), drivable by default: background'
+    assert said in proc.log(), proc.log()   # the node says which classes it took
     image = cv2.imread(str(root / 'images' / 'val' / 'shape_0001.png'))[..., ::-1]
     truth = cv2.imread(str(root / 'labels' / 'val' / 'shape_0001.png'), 0)
     msg = make_image(np.ascontiguousarray(image), 'rgb8', stamp=(7, 0), frame_id='cam')
