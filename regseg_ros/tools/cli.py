@@ -22,7 +22,7 @@ with one line ``<tool>: error: <what> ...``; sizes are written WIDTHxHEIGHT, as 
 
 import argparse
 import sys
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 USAGE_ERROR = 2
 RUNTIME_ERROR = 1
@@ -79,6 +79,13 @@ class ArgumentParser(argparse.ArgumentParser):
         """Print usage and the message, then exit 2."""
         self.print_usage(sys.stderr)
         self.exit(USAGE_ERROR, f'{self.prog}: error: {message}\n')
+
+    def parse_or_code(self, argv: Optional[Sequence[str]]) -> Union[argparse.Namespace, int]:
+        """Return the parsed ``argv``, or the exit code where argparse would exit (--help: 0)."""
+        try:
+            return self.parse_args(argv)
+        except SystemExit as exc:
+            return int(exc.code or 0)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default_size: str,

@@ -595,10 +595,9 @@ def _scan_sizes(pairs: Sequence[Pair], skip_mismatched: bool
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``evaluate``; return 0 on success, 2 on a usage error, 1 on any other error."""
     parser = make_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parser.parse_or_code(argv)
+    if isinstance(args, int):
+        return args
 
     def log(message):
         sys.stderr.write(f'evaluate: {message}\n')

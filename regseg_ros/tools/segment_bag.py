@@ -784,10 +784,9 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``segment_bag``; return 0 on success, 1 on any error (printed to stderr)."""
     parser = make_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parser.parse_or_code(argv)
+    if isinstance(args, int):
+        return args
     for option, value, least in (('--batch', args.batch, 1),
                                  ('--decode-threads', args.decode_threads, 1),
                                  ('--max-input-pixels', args.max_input_pixels, 0)):

@@ -96,10 +96,9 @@ def saved_recipe(resume: str) -> Dict[str, object]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``train``; return 0 on success, 2 on a usage error, 1 on any other error."""
     parser = make_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parser.parse_or_code(argv)
+    if isinstance(args, int):
+        return args
     from regseg_ros.core.errors import RegsegWarning
     from regseg_ros.train.recipe import recipe_from_args, resumed_recipe
     from regseg_ros.train.trainer import train
