@@ -40,6 +40,7 @@ the same load) and compares the medians.
 Run: . scripts/ros_env.sh && python scripts/bench_multi_camera.py [--seconds 60]
 """
 
+import argparse
 import os
 from pathlib import Path
 import platform
@@ -197,14 +198,21 @@ def run_setup(setup, cameras, frames, net, rate, seconds, warmup, tmp):
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument('--cameras', type=int, default=4)
-    parser.add_argument('--camera-size', type=parse_size, default='2048x1024', metavar='WxH')
-    parser.add_argument('--network-size', type=parse_size, default='1024x512', metavar='WxH')
-    parser.add_argument('--rate', type=float, default=10.0, help='Hz per camera')
-    parser.add_argument('--seconds', type=float, default=60.0, help='measured time per setup')
-    parser.add_argument('--warmup', type=float, default=15.0, help='seconds before measuring')
-    parser.add_argument('--setups', default='single,multi,multi_fast,multi@1,multi_fast@1')
+    parser = ArgumentParser(description=__doc__.strip().rsplit('\n\nRun:', 1)[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--cameras', type=int, default=4, help='cameras (default 4)')
+    parser.add_argument('--camera-size', type=parse_size, default='2048x1024', metavar='WxH',
+                        help='camera frames, rgb8 (default 2048x1024)')
+    parser.add_argument('--network-size', type=parse_size, default='1024x512', metavar='WxH',
+                        help='network input of every node (default 1024x512)')
+    parser.add_argument('--rate', type=float, default=10.0, help='Hz per camera (default 10)')
+    parser.add_argument('--seconds', type=float, default=60.0,
+                        help='measured time per setup (default 60)')
+    parser.add_argument('--warmup', type=float, default=15.0,
+                        help='seconds before measuring (default 15)')
+    parser.add_argument('--setups', default='single,multi,multi_fast,multi@1,multi_fast@1',
+                        help='comma-separated setups, above (default: all five); each takes '
+                        'warmup + seconds plus start-up')
     parser.add_argument('--repeat', type=int, default=1,
                         help='run the setups this many times in turn; compare the medians')
     args = parser.parse_args(argv)

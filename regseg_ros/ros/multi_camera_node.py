@@ -87,9 +87,12 @@ class MultiCameraNode(Node):
                                   max_batch=max_batch)
         self.worker.start()
         info = self.backend.describe()
+        how = (f'frame by frame in {self.worker.lanes} lanes side by side' if self.worker.lanes
+               else f'in batches of up to {self.worker.max_batch}')
         self.get_logger().info(
-            f'segmenting {len(names)} camera(s) in batches of up to {self.worker.max_batch} '
-            f'with {info["backend"]}/{info["device"]}/{info["precision"]}')
+            f'segmenting {len(names)} camera(s) {how} with {info["backend"]}/{info["device"]}/'
+            f'{info["precision"]}' + (f' ({info["forward"]} forward)' if 'forward' in info
+                                      else ''))
 
     def _declare_cameras(self) -> Dict[str, Dict[str, str]]:
         """Declare ``cameras`` and each camera's parameters; return them by name (checked)."""
