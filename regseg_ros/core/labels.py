@@ -69,6 +69,12 @@ class LabelSet:
         labels.class_ids(labels.default_drivable)
         return labels
 
+    def from_checkpoint_message(self) -> str:
+        """Say that this label set came with a checkpoint: its classes and default drivable."""
+        return (f'label set {self.name!r} from the checkpoint: {self.num_classes} classes '
+                f'({", ".join(self.classes)}), drivable by default: '
+                f'{", ".join(self.default_drivable) or "none"}')
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

@@ -174,10 +174,7 @@ def declare_model_parameters(node) -> LabelSet:
                   for name in ('label_set', 'weights', 'cache_dir')}
         label_set = label_set_for(values)
         if not values['label_set'] and label_set.name != 'cityscapes':
-            node.get_logger().info(
-                f'label set {label_set.name!r} from the checkpoint: {label_set.num_classes} '
-                f'classes ({", ".join(label_set.classes)}), drivable by default: '
-                f'{", ".join(label_set.default_drivable) or "none"}')
+            node.get_logger().info(label_set.from_checkpoint_message())
         node.declare_parameter('drivable_classes', list(label_set.default_drivable), descriptor(
             f'Class names ~/drivable_mask marks 255, e.g. [road] (classes of {label_set.name}: '
             f'{", ".join(label_set.classes)})'))

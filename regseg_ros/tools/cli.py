@@ -143,9 +143,7 @@ def build_segmenter(args: argparse.Namespace, label_set, network_size: Tuple[int
         labels = resolve_label_set(label_set or None, args.weights, args.cache_dir,
                                    default_label_set)
         if not label_set and labels.name != default_label_set:
-            log(f'label set {labels.name!r} from the checkpoint: {labels.num_classes} classes '
-                f'({", ".join(labels.classes)}), drivable by default: '
-                f'{", ".join(labels.default_drivable) or "none"}')
+            log(labels.from_checkpoint_message())
     if drivable_classes:
         labels.class_ids(drivable_classes)  # reject an unknown name before loading the model
     config = BackendConfig(
