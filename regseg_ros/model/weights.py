@@ -38,6 +38,7 @@ import urllib.request
 import warnings
 
 from regseg_ros.core.errors import RegsegError, RegsegWarning
+from regseg_ros.core.files import write_atomic
 import torch
 from torch import nn
 
@@ -302,14 +303,7 @@ def _check_cached(target: Path, sha256: Optional[str]) -> Path:
 
 
 def _write_record(record: Path, digest: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=record.parent, prefix='.sha256-')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(digest + '\n')
-        os.replace(tmp_name, record)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    write_atomic(record, (digest + '\n').encode())
 
 
 def download(url: str, cache_dir: Optional[os.PathLike] = None, sha256: Optional[str] = None,
